@@ -1,0 +1,257 @@
+"""The WebSocket consumer: adapts frames to protocol, presence and the layer."""
+
+from __future__ import annotations
+
+import logging
+
+from channels.consumer import get_handler_name
+from channels.exceptions import ChannelFull
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.db import DatabaseError
+
+from . import protocol
+from .accounts import credential_for
+from .connection_info import client_address, user_agent
+from .live_sessions import ensure_heartbeat, live_session_end, live_session_start
+from .presence import Claimed, LocalSession, registry
+from .protocol import ErrorCode, ProtocolError, Relay, SignIn
+
+logger = logging.getLogger(__name__)
+
+# Failures of the channel layer's transport (Redis unreachable, timeouts, a
+# full channel).
+LAYER_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ChannelFull)
+try:
+    from redis.exceptions import RedisError
+
+    LAYER_ERRORS += (RedisError,)
+except ImportError:  # pragma: no cover - redis comes with channels-redis
+    pass
+
+
+class SignalingConsumer(AsyncJsonWebsocketConsumer):
+    """One client connection speaking the signaling protocol."""
+
+    async def dispatch(self, message):
+        # Channels >= 4.2 hops to the database thread before every handler to
+        # close stale connections. This consumer reaches the database only
+        # through database_sync_to_async, which does that itself, so the hop
+        # would only add a thread round trip to every relayed frame.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def connect(self):
+        """Called when the handshake arrives (the Origin was already checked)."""
+        self.username: str | None = None
+        self.session: LocalSession | None = None
+        # Users this session exchanged signaling with, and their channels:
+        # they are told when this session ends.
+        self.peers: dict[str, str] = {}
+        self.client_address = client_address(self.scope)
+        self.ended = False
+        ensure_heartbeat()
+        await self.accept()
+        logger.info("connect address=%s", self.client_address)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        """Called with every client frame; bad frames become Error frames."""
+        try:
+            message = protocol.decode_frame(text_data, bytes_data)
+            if isinstance(message, SignIn):
+                await self.sign_in(message)
+            else:
+                await self.relay(message)
+        except ProtocolError as error:
+            await self.send_error(error.code, error.message)
+
+    async def sign_in(self, message: SignIn) -> None:
+        if self.username is not None:
+            if message.username == self.username:
+                # Idempotent: a client unsure of its state may repeat itself.
+                await self.send(text_data=self._signed_in_frame())
+                return
+            raise ProtocolError(
+                ErrorCode.ALREADY_SIGNED_IN,
+                f"Already signed in as {self.username}; open a new connection",
+            )
+        credential = await credential_for(
+            username=message.username, password=message.password
+        )
+        session = LocalSession(
+            username=message.username,
+            channel_name=self.channel_name,
+            credential=credential,
+            client_address=self.client_address,
+            user_agent=user_agent(self.scope),
+        )
+        group = protocol.group_name(message.username)
+        # Join before claiming so the name is never claimed but unreachable.
+        await self.channel_layer.group_add(group, self.channel_name)
+        outcome = registry.claim(session)
+        if not isinstance(outcome, Claimed):
+            await self.channel_layer.group_discard(group, self.channel_name)
+            raise ProtocolError(
+                ErrorCode.USERNAME_TAKEN, "Username is taken by another connection"
+            )
+        self.username = message.username
+        self.session = session
+        if outcome.replaced_channel is not None:
+            await self.channel_layer.group_discard(group, outcome.replaced_channel)
+            await self.channel_layer.send(
+                outcome.replaced_channel, {"type": "session.replaced"}
+            )
+        await self.send(text_data=self._signed_in_frame())
+        logger.info(
+            "sign-in username=%s address=%s guest=%s replaced=%s",
+            self.username,
+            self.client_address,
+            credential.is_guest,
+            outcome.replaced_channel is not None,
+        )
+        try:
+            await live_session_start(session)
+        except DatabaseError:
+            # The admin's view of sessions is bookkeeping; signaling goes on.
+            logger.warning("could not record session username=%s", self.username)
+
+    async def relay(self, message: Relay) -> None:
+        if self.username is None:
+            raise ProtocolError(ErrorCode.NOT_SIGNED_IN, "Sign in first")
+        if (
+            message.claimed_username is not None
+            and message.claimed_username != self.username
+        ):
+            raise ProtocolError(
+                ErrorCode.USERNAME_MISMATCH,
+                f"username must be your signed-in name ({self.username})",
+            )
+        target_channel = registry.lookup(message.target)
+        if target_channel is None:
+            raise ProtocolError(
+                ErrorCode.TARGET_NOT_FOUND, protocol.TARGET_NOT_FOUND_MESSAGE
+            )
+        event = {
+            "type": "signal.relay",
+            "frame": protocol.relay_frame(message, sender=self.username),
+            "sender": self.username,
+            "sender_channel": self.channel_name,
+        }
+        try:
+            await self.channel_layer.group_send(
+                protocol.group_name(message.target), event
+            )
+        except LAYER_ERRORS:
+            logger.warning("relay failed username=%s", self.username, exc_info=True)
+            raise ProtocolError(
+                ErrorCode.RELAY_FAILED, "Could not deliver the message; try again"
+            ) from None
+        self.peers[message.target] = target_channel
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "relay type=%s from=%s to=%s data=%r",
+                message.type.value,
+                self.username,
+                message.target,
+                message.data,
+            )
+
+    async def send_error(self, code: ErrorCode, message: str) -> None:
+        logger.info(
+            "error username=%s address=%s code=%s",
+            self.username,
+            self.client_address,
+            code.value,
+        )
+        await self.send(
+            text_data=protocol.error_frame(code, message, target=self.username)
+        )
+
+    def _signed_in_frame(self) -> str:
+        assert self.session is not None
+        return protocol.signed_in_frame(
+            self.session.username, guest=self.session.credential.is_guest
+        )
+
+    # Channel-layer events.
+
+    async def signal_relay(self, event):
+        """Called when another session relays a frame to this one."""
+        if self.ended:
+            return
+        self.peers[event["sender"]] = event["sender_channel"]
+        await self.send(text_data=event["frame"])
+
+    async def peer_left(self, event):
+        """Called when a session this one exchanged signaling with ended."""
+        peer = event["peer"]
+        if self.ended or self.peers.get(peer) != event["channel"]:
+            return
+        del self.peers[peer]
+        await self.send(
+            text_data=protocol.peer_left_frame(
+                peer, target=self.username, reason=event["reason"]
+            )
+        )
+
+    async def session_replaced(self, event):
+        """Called when a sign-in elsewhere took this session's name over."""
+        if self.ended:
+            return
+        await self.end("replaced")
+        await self.send(text_data=protocol.session_replaced_frame(self.username))
+        await self.close(code=protocol.CloseCode.SESSION_REPLACED)
+
+    async def session_disconnect(self, event):
+        """Called when an administrator disconnects this session."""
+        if self.ended:
+            return
+        await self.end("disconnected")
+        await self.send(
+            text_data=protocol.error_frame(
+                ErrorCode.DISCONNECTED_BY_ADMIN, event["reason"], target=self.username
+            )
+        )
+        await self.close(code=protocol.CloseCode.DISCONNECTED_BY_ADMIN)
+
+    async def disconnect(self, code):
+        """Called when the socket closed, however it closed."""
+        await self.end("disconnected")
+        logger.info(
+            "disconnect username=%s address=%s close_code=%s",
+            self.username,
+            self.client_address,
+            code,
+        )
+
+    async def end(self, reason: str) -> None:
+        """Release the name and tell peers, once, before the socket goes."""
+        if self.ended or self.username is None:
+            self.ended = True
+            return
+        self.ended = True
+        username = self.username
+        registry.release(username=username, channel_name=self.channel_name)
+        try:
+            await self.channel_layer.group_discard(
+                protocol.group_name(username), self.channel_name
+            )
+            for channel in self.peers.values():
+                await self.channel_layer.send(
+                    channel,
+                    {
+                        "type": "peer.left",
+                        "peer": username,
+                        "channel": self.channel_name,
+                        "reason": reason,
+                    },
+                )
+        except LAYER_ERRORS:
+            logger.warning("could not notify peers username=%s", username)
+        try:
+            await live_session_end(channel_name=self.channel_name)
+        except DatabaseError:
+            logger.warning("could not delete session username=%s", username)
+        logger.info("sign-out username=%s reason=%s", username, reason)
+

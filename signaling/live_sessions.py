@@ -1,0 +1,171 @@
+"""Database records of live sessions, for the admin, and their housekeeping.
+
+Rows are written at sign-in and deleted when the connection ends. A process
+that dies cannot delete its rows, so every process heartbeats and sweeps the
+rows of processes whose heartbeat stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import secrets
+import socket
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+
+from . import protocol
+from .models import LiveSession, ServerProcess
+from .presence import LocalSession, registry
+
+logger = logging.getLogger(__name__)
+
+PROCESS_NAME = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+PROCESS_STARTED_AT = timezone.now()
+
+
+def _from_epoch(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+
+
+def _process_beat(now: datetime.datetime) -> bool:
+    """Record this process as alive; return True if its row was missing."""
+    updated = ServerProcess.objects.filter(name=PROCESS_NAME).update(
+        last_heartbeat=now
+    )
+    if updated:
+        return False
+    host, pid = PROCESS_NAME.split(":")[:2]
+    ServerProcess.objects.update_or_create(
+        name=PROCESS_NAME,
+        defaults={
+            "host": host,
+            "pid": int(pid),
+            "started_at": PROCESS_STARTED_AT,
+            "last_heartbeat": now,
+        },
+    )
+    return True
+
+
+def _write_session(session: LocalSession, now: datetime.datetime) -> None:
+    # One row per name: a takeover overwrites the row of the session it
+    # replaced, whichever process served that one.
+    for _attempt in range(3):
+        try:
+            with transaction.atomic():
+                LiveSession.objects.filter(channel_name=session.channel_name).exclude(
+                    username=session.username
+                ).delete()
+                LiveSession.objects.update_or_create(
+                    username=session.username,
+                    defaults={
+                        "channel_name": session.channel_name,
+                        "process_id": PROCESS_NAME,
+                        "client_address": session.client_address,
+                        "user_agent": session.user_agent,
+                        "account_id": session.credential.account_id,
+                        "connected_at": _from_epoch(session.connected_at),
+                        "last_seen": now,
+                    },
+                )
+            return
+        except IntegrityError:
+            # Two processes wrote the same name at once; the loser retries.
+            continue
+
+
+@database_sync_to_async
+def live_session_start(session: LocalSession) -> None:
+    now = timezone.now()
+    _process_beat(now)
+    _write_session(session, now)
+
+
+@database_sync_to_async
+def live_session_end(*, channel_name: str) -> None:
+    LiveSession.objects.filter(channel_name=channel_name).delete()
+
+
+def live_sessions_sweep(*, stale_after: float) -> int:
+    """Delete processes (and their sessions) whose heartbeat is too old."""
+    cutoff = timezone.now() - datetime.timedelta(seconds=stale_after)
+    orphans, _ = LiveSession.objects.filter(process__last_heartbeat__lt=cutoff).delete()
+    ServerProcess.objects.filter(last_heartbeat__lt=cutoff).delete()
+    return orphans
+
+
+@database_sync_to_async
+def _heartbeat_once(local: list[LocalSession]) -> None:
+    now = timezone.now()
+    if _process_beat(now):
+        # The row was swept while this process was alive but silent (stopped,
+        # or the database unreachable): write its sessions again.
+        for session in local:
+            _write_session(session, now)
+    LiveSession.objects.filter(process_id=PROCESS_NAME).update(last_seen=now)
+    live_sessions_sweep(stale_after=settings.SIGNALING_PROCESS_STALE_SECONDS)
+
+
+async def _refresh_group_memberships(local: list[LocalSession]) -> None:
+    # Channel layers expire group memberships (24 h by default); a connection
+    # may live longer, so its membership is renewed while it lives.
+    layer = get_channel_layer()
+    for session in local:
+        await layer.group_add(
+            protocol.group_name(session.username), session.channel_name
+        )
+
+
+async def _heartbeat_loop() -> None:
+    interval = settings.SIGNALING_HEARTBEAT_SECONDS
+    refresh_every = settings.SIGNALING_GROUP_REFRESH_SECONDS
+    last_refresh = asyncio.get_running_loop().time()
+    while True:
+        local = registry.local_sessions()
+        try:
+            await _heartbeat_once(local)
+        except DatabaseError:
+            logger.warning("heartbeat failed: database unavailable", exc_info=True)
+        now = asyncio.get_running_loop().time()
+        if now - last_refresh >= refresh_every:
+            last_refresh = now
+            try:
+                await _refresh_group_memberships(local)
+            except Exception:
+                logger.warning("group membership refresh failed", exc_info=True)
+        await asyncio.sleep(interval)
+
+
+_heartbeats: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+
+
+def ensure_heartbeat() -> None:
+    """Start this process's heartbeat on the running loop, once."""
+    loop = asyncio.get_running_loop()
+    task = _heartbeats.get(loop)
+    if task is None or task.done():
+        for other in [key for key in _heartbeats if key.is_closed()]:
+            del _heartbeats[other]
+        _heartbeats[loop] = loop.create_task(_heartbeat_loop())
+
+
+def live_sessions_disconnect(channel_names: list[str], *, reason: str) -> None:
+    """Ask the connections on these channels to close (sync; for the admin)."""
+    from asgiref.sync import async_to_sync
+
+    layer = get_channel_layer()
+
+    async def send_all():
+        for channel_name in channel_names:
+            await layer.send(
+                channel_name, {"type": "session.disconnect", "reason": reason}
+            )
+
+    async_to_sync(send_all)()

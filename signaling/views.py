@@ -1,0 +1,60 @@
+import asyncio
+import time
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.http import require_safe
+
+from .presence import registry
+
+# A health probe must answer well inside a platform's check timeout.
+HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@require_safe
+def index(request):
+    """The original server's answer; platform health checks poll it."""
+    return HttpResponse("Server is running ✅", content_type="text/plain; charset=utf-8")
+
+
+def _database_ok() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+async def _channel_layer_ok() -> None:
+    # A real round trip: send to a fresh channel and read the message back.
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "health.check"})
+    await layer.receive(channel)
+
+
+async def _check(name, awaitable, results):
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(awaitable, HEALTH_CHECK_TIMEOUT_SECONDS)
+    except Exception as error:  # any failure means "not healthy"
+        results[name] = {"ok": False, "error": type(error).__name__}
+    else:
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        results[name] = {"ok": True, "ms": elapsed_ms}
+
+
+@require_safe
+async def healthz(request):
+    """Database and channel-layer state, and live sessions on this process."""
+    results: dict = {}
+    await asyncio.gather(
+        _check("database", sync_to_async(_database_ok)(), results),
+        _check("channel_layer", _channel_layer_ok(), results),
+    )
+    healthy = all(check["ok"] for check in results.values())
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        **results,
+        "live_sessions": len(registry),
+    }
+    return JsonResponse(body, status=200 if healthy else 503)
