@@ -201,7 +201,8 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.end("replaced")
         await self.send(text_data=protocol.session_replaced_frame(self.username))
-        await self.close(code=protocol.CloseCode.SESSION_REPLACED)
+        # Autobahn accepts only a plain int as a close code.
+        await self.close(code=int(protocol.CloseCode.SESSION_REPLACED))
 
     async def session_disconnect(self, event):
         """Called when an administrator disconnects this session."""
@@ -213,7 +214,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 ErrorCode.DISCONNECTED_BY_ADMIN, event["reason"], target=self.username
             )
         )
-        await self.close(code=protocol.CloseCode.DISCONNECTED_BY_ADMIN)
+        await self.close(code=int(protocol.CloseCode.DISCONNECTED_BY_ADMIN))
 
     async def disconnect(self, code):
         """Called when the socket closed, however it closed."""

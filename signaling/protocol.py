@@ -16,6 +16,10 @@ Client to server
     JSON-string candidate, a browser's object, an array, or null) and reaches
     the target as the same JSON value.
 
+``DeclineConnection {target, data?}``
+    An extension: refuse a StartConnection from ``target``; ``data`` may
+    carry a reason string. Relayed like the others.
+
 A ``username`` field on a relay frame is optional; when present it must equal
 the signed-in name (the server stamps the sender, nobody speaks for others).
 
@@ -65,6 +69,8 @@ class MessageType(str, enum.Enum):
     OFFER = "Offer"
     ANSWER = "Answer"
     ICE_CANDIDATES = "IceCandidates"
+    # An extension: the addressee of a StartConnection says no.
+    DECLINE_CONNECTION = "DeclineConnection"
     # Server to client only.
     SIGNED_IN = "SignedIn"
     PEER_LEFT = "PeerLeft"
@@ -78,6 +84,7 @@ RELAY_TYPES = frozenset(
         MessageType.OFFER,
         MessageType.ANSWER,
         MessageType.ICE_CANDIDATES,
+        MessageType.DECLINE_CONNECTION,
     }
 )
 CLIENT_TYPES = RELAY_TYPES | {MessageType.SIGN_IN}
