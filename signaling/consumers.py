@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from channels.consumer import get_handler_name
-from channels.exceptions import ChannelFull
+from channels.exceptions import ChannelFull, StopConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db import DatabaseError
 
@@ -28,9 +31,39 @@ try:
 except ImportError:  # pragma: no cover - redis comes with channels-redis
     pass
 
+# Back-off while the channel layer is unreachable: quick to notice its
+# return, without spinning while it is gone.
+LAYER_RETRY_FIRST_SECONDS = 0.1
+LAYER_RETRY_MAX_SECONDS = 2.0
+
 
 class SignalingConsumer(AsyncJsonWebsocketConsumer):
     """One client connection speaking the signaling protocol."""
+
+    async def __call__(self, scope, receive, send):
+        # As AsyncConsumer.__call__, except that the channel layer is read
+        # through _receive_from_layer, which survives a broker outage: the
+        # stock reader lets a Redis error end the connection with 1011.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.base_send = send
+        try:
+            await await_many_dispatch(
+                [receive, self._receive_from_layer], self.dispatch
+            )
+        except StopConsumer:
+            pass
+
+    async def _receive_from_layer(self):
+        delay = LAYER_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except LAYER_ERRORS:
+                logger.warning("channel layer receive failed; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LAYER_RETRY_MAX_SECONDS)
 
     async def dispatch(self, message):
         # Channels >= 4.2 hops to the database thread before every handler to
@@ -65,6 +98,16 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 await self.relay(message)
         except ProtocolError as error:
             await self.send_error(error.code, error.message)
+        except LAYER_ERRORS:
+            # The channel layer (Redis) is unreachable: say so instead of
+            # letting the socket die with a 1011 traceback.
+            logger.warning(
+                "channel layer unavailable username=%s", self.username, exc_info=True
+            )
+            await self.send_error(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "The server cannot reach its message broker; try again shortly",
+            )
 
     async def sign_in(self, message: SignIn) -> None:
         if self.username is not None:

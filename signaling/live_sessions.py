@@ -56,10 +56,17 @@ def _process_beat(now: datetime.datetime) -> bool:
 
 def _write_session(session: LocalSession, now: datetime.datetime) -> None:
     # One row per name: a takeover overwrites the row of the session it
-    # replaced, whichever process served that one.
+    # replaced, whichever process served that one. A write that arrives late,
+    # after a newer session took the name, must not overwrite the newer row.
+    connected_at = _from_epoch(session.connected_at)
     for _attempt in range(3):
         try:
             with transaction.atomic():
+                newer = LiveSession.objects.filter(
+                    username=session.username, connected_at__gt=connected_at
+                ).exclude(channel_name=session.channel_name)
+                if newer.exists():
+                    return
                 LiveSession.objects.filter(channel_name=session.channel_name).exclude(
                     username=session.username
                 ).delete()
@@ -71,7 +78,7 @@ def _write_session(session: LocalSession, now: datetime.datetime) -> None:
                         "client_address": session.client_address,
                         "user_agent": session.user_agent,
                         "account_id": session.credential.account_id,
-                        "connected_at": _from_epoch(session.connected_at),
+                        "connected_at": connected_at,
                         "last_seen": now,
                     },
                 )
@@ -154,6 +161,17 @@ def ensure_heartbeat() -> None:
         for other in [key for key in _heartbeats if key.is_closed()]:
             del _heartbeats[other]
         _heartbeats[loop] = loop.create_task(_heartbeat_loop())
+
+
+async def heartbeat_stop() -> None:
+    """Stop the heartbeat on the running loop (tests; loops that end)."""
+    task = _heartbeats.pop(asyncio.get_running_loop(), None)
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
 
 
 def live_sessions_disconnect(channel_names: list[str], *, reason: str) -> None:

@@ -109,6 +109,7 @@ class ErrorCode(str, enum.Enum):
     USERNAME_MISMATCH = "username_mismatch"
     TARGET_NOT_FOUND = "target_not_found"
     RELAY_FAILED = "relay_failed"
+    SERVICE_UNAVAILABLE = "service_unavailable"
     DISCONNECTED_BY_ADMIN = "disconnected_by_admin"
 
 
