@@ -1,0 +1,124 @@
+"""Session records, process heartbeats, sweeping and membership renewal."""
+
+import asyncio
+import datetime
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core.management import call_command
+from django.utils import timezone
+
+from signaling import live_sessions
+from signaling.live_sessions import PROCESS_NAME, heartbeat_stop
+from signaling.models import LiveSession, ServerProcess
+from tests.communicators import signed_in
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def stop_heartbeat_after_test():
+    yield
+    await heartbeat_stop()
+
+
+def make_process(name: str, *, age_seconds: float) -> ServerProcess:
+    beat = timezone.now() - datetime.timedelta(seconds=age_seconds)
+    return ServerProcess.objects.create(
+        name=name, host="h", pid=1, started_at=beat, last_heartbeat=beat
+    )
+
+
+def make_session(process: ServerProcess, username: str) -> LiveSession:
+    now = timezone.now()
+    return LiveSession.objects.create(
+        username=username,
+        channel_name=f"specific.{username}!x",
+        process=process,
+        connected_at=now,
+        last_seen=now,
+    )
+
+
+def test_the_sweep_command_removes_sessions_of_silent_processes(capsys):
+    make_session(make_process("dead:1:a", age_seconds=600), "ghost")
+    make_session(make_process("alive:2:b", age_seconds=1), "alice")
+    call_command("sweep_sessions", "--stale-after", "60")
+    assert list(LiveSession.objects.values_list("username", flat=True)) == ["alice"]
+    assert list(ServerProcess.objects.values_list("name", flat=True)) == ["alive:2:b"]
+    assert "Swept 1 session" in capsys.readouterr().out
+
+
+def test_sweeping_twice_is_harmless():
+    make_session(make_process("dead:1:a", age_seconds=600), "ghost")
+    call_command("sweep_sessions", "--stale-after", "60")
+    call_command("sweep_sessions", "--stale-after", "60")
+    assert LiveSession.objects.count() == 0
+
+
+async def test_the_heartbeat_sweeps_dead_processes_and_keeps_its_own(settings):
+    settings.SIGNALING_HEARTBEAT_SECONDS = 0.1
+    await sync_to_async(make_session)(
+        await sync_to_async(make_process)("dead:1:a", age_seconds=600), "ghost"
+    )
+    alice = await signed_in("alice")
+    await asyncio.sleep(0.5)
+    names = await sync_to_async(list)(
+        LiveSession.objects.values_list("username", "process_id")
+    )
+    assert names == [("alice", PROCESS_NAME)]
+    assert alice  # still connected
+
+
+async def test_a_process_swept_while_alive_writes_its_sessions_again(settings):
+    settings.SIGNALING_HEARTBEAT_SECONDS = 0.1
+    alice = await signed_in("alice")
+    await asyncio.sleep(0.3)
+    # As if this process had been stopped long enough to be declared dead.
+    await sync_to_async(ServerProcess.objects.all().delete)()
+    assert await sync_to_async(LiveSession.objects.count)() == 0
+    await asyncio.sleep(0.5)
+    usernames = await sync_to_async(list)(
+        LiveSession.objects.values_list("username", flat=True)
+    )
+    assert usernames == ["alice"]
+    assert alice
+
+
+def channel_layers_with_group_expiry(seconds: int) -> dict:
+    return {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"group_expiry": seconds},
+        }
+    }
+
+
+async def test_a_member_outliving_the_group_expiry_still_receives(settings):
+    settings.CHANNEL_LAYERS = channel_layers_with_group_expiry(1)
+    settings.SIGNALING_HEARTBEAT_SECONDS = 0.2
+    settings.SIGNALING_GROUP_REFRESH_SECONDS = 0.2
+    bob = await signed_in("bob")
+    alice = await signed_in("alice")
+    await asyncio.sleep(3.5)
+    await alice.send(type="Offer", target="bob", data="late")
+    assert (await bob.receive())["data"] == "late"
+
+
+async def test_without_renewal_the_membership_would_have_expired(settings):
+    """The control for the test above: it can tell renewal from luck."""
+    settings.CHANNEL_LAYERS = channel_layers_with_group_expiry(1)
+    settings.SIGNALING_HEARTBEAT_SECONDS = 0.2
+    settings.SIGNALING_GROUP_REFRESH_SECONDS = 3600
+    bob = await signed_in("bob")
+    alice = await signed_in("alice")
+    await asyncio.sleep(3.5)
+    await alice.send(type="Offer", target="bob", data="late")
+    assert await bob.receive_nothing(0.5)
+
+
+def test_the_process_name_identifies_host_and_pid():
+    import os
+
+    host, pid, _token = live_sessions.PROCESS_NAME.split(":")
+    assert int(pid) == os.getpid() and host
