@@ -1,0 +1,210 @@
+"""The servers under test, each a subprocess pinned to the server core.
+
+Ours runs as production does (scripts/serve): Daphne with the same flags,
+DJANGO_DEBUG=0, a secret key, a migrated SQLite database, the in-memory
+channel layer unless a Redis URL is given. PeerJS runs its own CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import npm
+from bench.system import SERVER_CORE, free_port, pinned
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+STOP_TIMEOUT_SECONDS = 10
+READY_TIMEOUT_SECONDS = 30
+# What scripts/serve passes to Daphne, minus the bind address and port.
+DAPHNE_FLAGS = ["--websocket_timeout", "-1", "--ping-interval", "15", "--ping-timeout", "15"]
+# PeerJS refuses clients beyond concurrent_limit (5000 by default); the
+# benchmark holds 15 000, so the limit is lifted. Everything else is default.
+PEERJS_FLAGS = ["--concurrent_limit", "1000000"]
+
+
+@dataclass
+class ServerProcess:
+    """A started server: where it listens and how to stop it."""
+
+    name: str
+    protocol: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    host: str = "127.0.0.1"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def address(self) -> dict:
+        return {"host": self.host, "port": self.port}
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def count_in_log(self, needle: str) -> int:
+        try:
+            with open(self.log_path, errors="replace") as log:
+                return sum(needle in line for line in log)
+        except FileNotFoundError:
+            return 0
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a bound; only this process, by PID."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+
+
+def _start(name: str, protocol: str, command: list[str], *, port: int, log_path: Path,
+           env: dict[str, str] | None = None, cwd: Path = ROOT) -> ServerProcess:
+    log = open(log_path, "wb")
+    try:
+        process = subprocess.Popen(
+            pinned(SERVER_CORE, command),
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        # The child has its own descriptor now.
+        log.close()
+    return ServerProcess(name=name, protocol=protocol, port=port, process=process, log_path=log_path)
+
+
+def _wait_http(server: ServerProcess, path: str = "/") -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    url = f"http://{server.host}:{server.port}{path}"
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"{server.name} exited early:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"{server.name} did not become ready:\n{server.log_tail()}")
+
+
+def ours_environment(database_url: str, redis_url: str | None = None) -> dict[str, str]:
+    """Production-like settings; nothing inherited from the caller's DJANGO_*."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "SIGNALING_", "REDIS_URL", "DATABASE_URL"))
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="signaling_site.settings",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_DEBUG="0",
+        DATABASE_URL=database_url,
+    )
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def migrate(run_dir: Path) -> str:
+    """Create and migrate a SQLite database in ``run_dir``; return its URL."""
+    database_url = f"sqlite:///{run_dir / 'db.sqlite3'}"
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=ours_environment(database_url),
+        check=True,
+        timeout=120,
+    )
+    return database_url
+
+
+def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
+               redis_url: str | None = None, backlog: int | None = None) -> ServerProcess:
+    port = free_port()
+    if backlog is None:
+        # Exactly scripts/serve's way: Twisted's default accept backlog (50).
+        listen = ["-b", "127.0.0.1", "-p", str(port)]
+    else:
+        listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
+    server = _start(
+        name,
+        "signaling",
+        [str(VENV_BIN / "daphne"), *listen, *DAPHNE_FLAGS, "signaling_site.asgi:application"],
+        port=port,
+        log_path=run_dir / f"{name}.log",
+        env=ours_environment(database_url, redis_url),
+    )
+    _wait_http(server)
+    server.extra = {"backlog": backlog or 50, "redis": bool(redis_url)}
+    return server
+
+
+def start_peerjs(run_dir: Path) -> ServerProcess:
+    port = free_port()
+    server = _start(
+        "peerjs",
+        "peerjs",
+        [npm.node_binary(), str(npm.PEERJS_CLI), "--host", "127.0.0.1", "--port", str(port),
+         *PEERJS_FLAGS],
+        port=port,
+        log_path=run_dir / "peerjs.log",
+        cwd=npm.BENCH_DIR,
+    )
+    _wait_http(server)
+    server.extra = {"backlog": 511}
+    return server
+
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def start_redis(run_dir: Path) -> ServerProcess:
+    """A throwaway Redis on a free loopback port, nothing written to disk."""
+    port = free_port()
+    server = _start(
+        "redis",
+        "redis",
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(run_dir)],
+        port=port,
+        log_path=run_dir / "redis.log",
+    )
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"redis-server exited early:\n{server.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return server
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"redis-server did not become ready:\n{server.log_tail()}")
