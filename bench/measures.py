@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.driver import DriverError, IdleHolder, run_measured
+from bench.runner import DriverError, IdleHolder, run_measured
 from bench.plan import Plan
 from bench.servers import ServerProcess, start_ours, start_redis
 from bench.system import SOURCE_ADDRESSES, rss_kib, wait_until_quiet
