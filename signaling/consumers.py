@@ -15,6 +15,7 @@ from django.db import DatabaseError
 from . import protocol
 from .accounts import credential_for
 from .connection_info import client_address, user_agent
+from . import shutdown
 from .live_sessions import ensure_heartbeat, live_session_end, live_session_start
 from .presence import Claimed, LocalSession, registry
 from .protocol import ErrorCode, ProtocolError, Relay, SignIn
@@ -54,6 +55,11 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             )
         except StopConsumer:
             pass
+        except asyncio.CancelledError:
+            # Daphne cancels every application when the server stops.
+            if shutdown.stopping:
+                await self.server_stopping()
+            raise
 
     async def _receive_from_layer(self):
         delay = LAYER_RETRY_FIRST_SECONDS
@@ -85,6 +91,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         self.client_address = client_address(self.scope)
         self.ended = False
         ensure_heartbeat()
+        registry.start(on_reclaim)
         await self.accept()
         logger.info("connect address=%s", self.client_address)
 
@@ -132,7 +139,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         group = protocol.group_name(message.username)
         # Join before claiming so the name is never claimed but unreachable.
         await self.channel_layer.group_add(group, self.channel_name)
-        outcome = registry.claim(session)
+        outcome = await registry.claim(session)
         if not isinstance(outcome, Claimed):
             await self.channel_layer.group_discard(group, self.channel_name)
             raise ProtocolError(
@@ -141,6 +148,8 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         self.username = message.username
         self.session = session
         if outcome.replaced_channel is not None:
+            # The old session may be on another instance: tell it through
+            # the layer, and take its place in the name's group.
             await self.channel_layer.group_discard(group, outcome.replaced_channel)
             await self.channel_layer.send(
                 outcome.replaced_channel, {"type": "session.replaced"}
@@ -170,7 +179,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 ErrorCode.USERNAME_MISMATCH,
                 f"username must be your signed-in name ({self.username})",
             )
-        target_channel = registry.lookup(message.target)
+        target_channel = await registry.lookup(message.target)
         if target_channel is None:
             raise ProtocolError(
                 ErrorCode.TARGET_NOT_FOUND, protocol.TARGET_NOT_FOUND_MESSAGE
@@ -182,9 +191,15 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             "sender_channel": self.channel_name,
         }
         try:
-            await self.channel_layer.group_send(
-                protocol.group_name(message.target), event
-            )
+            # Sent to the target's own channel, not its group: both layers'
+            # group_send drop messages for a full channel silently, while
+            # send raises, so the sender can be told.
+            await self.channel_layer.send(target_channel, event)
+        except ChannelFull:
+            raise ProtocolError(
+                ErrorCode.TARGET_BUSY,
+                "The target is not keeping up with its messages; try again later",
+            ) from None
         except LAYER_ERRORS:
             logger.warning("relay failed username=%s", self.username, exc_info=True)
             raise ProtocolError(
@@ -276,8 +291,8 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             return
         self.ended = True
         username = self.username
-        registry.release(username=username, channel_name=self.channel_name)
         try:
+            await registry.release(username=username, channel_name=self.channel_name)
             await self.channel_layer.group_discard(
                 protocol.group_name(username), self.channel_name
             )
@@ -292,10 +307,34 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                     },
                 )
         except LAYER_ERRORS:
-            logger.warning("could not notify peers username=%s", username)
+            logger.warning("could not release or notify peers username=%s", username)
         try:
             await live_session_end(channel_name=self.channel_name)
         except DatabaseError:
             logger.warning("could not delete session username=%s", username)
         logger.info("sign-out username=%s reason=%s", username, reason)
 
+
+    async def server_stopping(self) -> None:
+        """Tell the client to reconnect elsewhere; the server is stopping.
+
+        The stop hook releases this process's claims and rows in bulk, so
+        nothing is released here one by one.
+        """
+        self.ended = True
+        try:
+            await self.send(text_data=protocol.reconnect_frame(self.username))
+            await self.close(code=int(protocol.CloseCode.SERVICE_RESTART))
+        except Exception:
+            # Best effort: the process is going away either way.
+            logger.debug("could not tell a client about the stop", exc_info=True)
+
+
+async def on_reclaim(session: LocalSession, kept: bool) -> None:
+    """Called when presence was re-established after Redis lost it."""
+    layer = get_channel_layer()
+    if kept:
+        await layer.group_add(protocol.group_name(session.username), session.channel_name)
+    else:
+        # Another instance took the name while this one was cut off.
+        await layer.send(session.channel_name, {"type": "session.replaced"})

@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import os
-import secrets
-import socket
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -23,11 +20,10 @@ from django.utils import timezone
 from . import protocol
 from .models import LiveSession, ServerProcess
 from .presence import LocalSession, registry
+from .process import PROCESS_NAME, PROCESS_STARTED_AT
 
 logger = logging.getLogger(__name__)
 
-PROCESS_NAME = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-PROCESS_STARTED_AT = timezone.now()
 
 
 def _from_epoch(seconds: float) -> datetime.datetime:
@@ -98,6 +94,12 @@ def live_session_start(session: LocalSession) -> None:
 @database_sync_to_async
 def live_session_end(*, channel_name: str) -> None:
     LiveSession.objects.filter(channel_name=channel_name).delete()
+
+
+@database_sync_to_async
+def live_sessions_remove_process() -> None:
+    """Delete this process and its sessions (the process is stopping)."""
+    ServerProcess.objects.filter(name=PROCESS_NAME).delete()
 
 
 def live_sessions_sweep(*, stale_after: float) -> int:

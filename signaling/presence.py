@@ -2,14 +2,16 @@
 
 A claim maps a username to the channel name of the one connection that holds
 it. Looking a target up happens on every relayed frame, so it never touches
-the database. This registry lives in process memory, which is the truth when
-one process serves every user (the in-memory channel layer).
+the database. With one process (the in-memory channel layer) the claims live
+in its memory; when several instances share Redis they live in Redis
+(``redis_presence``), so a name is live on at most one connection anywhere.
 """
 
 from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from hashlib import sha256
 
@@ -69,14 +71,14 @@ class Taken:
     pass
 
 
-class Registry:
-    """Name claims held in this process."""
+class LocalRegistry:
+    """Name claims held in this process's memory (one process serves all)."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, LocalSession] = {}
         self._by_channel: dict[str, LocalSession] = {}
 
-    def claim(self, session: LocalSession) -> Claimed | Taken:
+    async def claim(self, session: LocalSession) -> Claimed | Taken:
         # No await between the check and the update: claims are atomic
         # within the event loop.
         holder = self._by_name.get(session.username)
@@ -90,7 +92,7 @@ class Registry:
         self._by_channel[session.channel_name] = session
         return Claimed(replaced_channel=holder.channel_name if holder else None)
 
-    def release(self, *, username: str, channel_name: str) -> bool:
+    async def release(self, *, username: str, channel_name: str) -> bool:
         """Drop a claim if ``channel_name`` still holds it."""
         self._by_channel.pop(channel_name, None)
         holder = self._by_name.get(username)
@@ -99,10 +101,16 @@ class Registry:
         del self._by_name[username]
         return True
 
-    def lookup(self, username: str) -> str | None:
+    async def lookup(self, username: str) -> str | None:
         """Return the channel name of the connection holding ``username``."""
         holder = self._by_name.get(username)
         return holder.channel_name if holder else None
+
+    async def release_all_local(self) -> None:
+        self.clear()
+
+    def start(self, on_reclaim: Callable[[LocalSession, bool], Awaitable[None]]) -> None:
+        """Nothing runs in the background for claims held in memory."""
 
     def local_sessions(self) -> list[LocalSession]:
         return list(self._by_channel.values())
@@ -115,4 +123,15 @@ class Registry:
         return len(self._by_channel)
 
 
-registry = Registry()
+def make_registry():
+    """The registry for this configuration: Redis when instances share one."""
+    if settings.REDIS_URL:
+        from .redis_presence import RedisRegistry
+
+        return RedisRegistry(
+            settings.REDIS_URL, ttl_seconds=settings.SIGNALING_PRESENCE_TTL_SECONDS
+        )
+    return LocalRegistry()
+
+
+registry = make_registry()

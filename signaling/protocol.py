@@ -37,6 +37,10 @@ Relayed frames
     ``{type, username: "server", target: <you>, data: <message>}`` sent right
     before the server closes a session another sign-in took over
     (close code 4001).
+``Reconnect``
+    ``{type, username: "server", target: <you>, data: {"reason":
+    "server_stopping"}}`` sent when this instance stops; the socket closes
+    with 1012 and the client should connect again (any instance).
 ``Error``
     ``{type: "Error", username: "server", target: <you>, data: <message>,
     code: <slug>}``: the original server's shape plus a stable ``code``.
@@ -75,6 +79,7 @@ class MessageType(str, enum.Enum):
     SIGNED_IN = "SignedIn"
     PEER_LEFT = "PeerLeft"
     SESSION_REPLACED = "SessionReplaced"
+    RECONNECT = "Reconnect"
     ERROR = "Error"
 
 
@@ -110,6 +115,7 @@ class ErrorCode(str, enum.Enum):
     TARGET_NOT_FOUND = "target_not_found"
     RELAY_FAILED = "relay_failed"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    TARGET_BUSY = "target_busy"
     DISCONNECTED_BY_ADMIN = "disconnected_by_admin"
 
 
@@ -117,6 +123,8 @@ class CloseCode(enum.IntEnum):
     """WebSocket close codes the server uses (4000-4999 are private use)."""
 
     NORMAL = 1000
+    # RFC 6455 section 7.4.1 registry: "Service Restart", reconnect.
+    SERVICE_RESTART = 1012
     SESSION_REPLACED = 4001
     DISCONNECTED_BY_ADMIN = 4002
 
@@ -328,6 +336,17 @@ def session_replaced_frame(username: str) -> str:
             "username": SERVER_NAME,
             "target": username,
             "data": "Signed in from another connection",
+        }
+    )
+
+
+def reconnect_frame(username: str | None) -> str:
+    return encode(
+        {
+            "type": MessageType.RECONNECT.value,
+            "username": SERVER_NAME,
+            "target": username,
+            "data": {"reason": "server_stopping"},
         }
     )
 

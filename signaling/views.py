@@ -65,7 +65,7 @@ async def healthz(request):
 # through textContent; the policy makes an injection mistake inert anyway.
 APP_CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; "
-    "img-src 'self' blob:; media-src 'self' blob:; connect-src 'self' {sockets}; "
+    "img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self' {sockets}; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 

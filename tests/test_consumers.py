@@ -98,7 +98,7 @@ async def test_a_second_sign_in_under_another_name_is_refused():
     alice, bob = await signed_in("alice"), await signed_in("bob")
     reply = await alice.sign_in("mallory")
     assert reply["code"] == "already_signed_in"
-    assert registry.lookup("mallory") is None
+    assert await registry.lookup("mallory") is None
     await alice.send(type="Offer", target="bob", data="sdp")
     assert (await bob.receive())["username"] == "alice"
 
@@ -233,7 +233,7 @@ async def test_a_takeover_leaves_one_row_for_the_name():
     from asgiref.sync import sync_to_async
 
     rows = await sync_to_async(list)(LiveSession.objects.values_list("channel_name"))
-    assert rows == [(registry.lookup("alice"),)]
+    assert rows == [(await registry.lookup("alice"),)]
 
 
 async def test_an_administrator_can_disconnect_a_session():
@@ -250,7 +250,7 @@ async def test_an_administrator_can_disconnect_a_session():
         "Bye",
     )
     assert await alice.receive_close() == 4002
-    assert registry.lookup("alice") is None
+    assert await registry.lookup("alice") is None
 
 
 async def _exists(**filters) -> bool:
