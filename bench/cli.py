@@ -7,6 +7,7 @@ import datetime
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
@@ -16,7 +17,15 @@ from typing import Any
 from bench import npm, report
 from bench.measures import cross_instance, server_suite
 from bench.plan import FULL, QUICK, SMOKE, Plan
-from bench.servers import REDIS_SERVER, migrate, start_ours, start_peerjs
+from bench.servers import (
+    COMMIT_FILE,
+    REDIS_SERVER,
+    ROOT,
+    migrate,
+    source_commit,
+    start_ours,
+    start_peerjs,
+)
 from bench.system import DRIVER_CORE, raise_fd_limit
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -44,6 +53,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "of scripts/serve's -b/-p, whose Twisted default is 50")
     parser.add_argument("--storm-window", type=int, default=None,
                         help="clients connecting at once during the storm (default 500)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--commit", default=None,
+                        help="run our server as committed at this revision (git archive into "
+                             "the run directory), not the working tree")
+    source.add_argument("--source", type=Path, default=ROOT,
+                        help="directory with the server code to run (manage.py, signaling/); "
+                             "e.g. a `git archive` of a commit, to measure it while the "
+                             "working tree changes (default: this checkout)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"where to write the JSON results (default {DEFAULT_OUTPUT})")
     parser.add_argument("--run-dir", type=Path, default=None,
@@ -63,8 +80,23 @@ def choose_plan(args: argparse.Namespace, fd_limit: int) -> Plan:
     return plan
 
 
-def environment(fd_limit: int) -> dict[str, Any]:
+def export_commit(revision: str, run_dir: Path) -> Path:
+    """Extract the tree of ``revision`` into the run directory."""
+    target = run_dir / "source"
+    target.mkdir(exist_ok=True)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", revision],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    (target / COMMIT_FILE).write_text(commit + "\n")
+    return target
+
+
+def environment(fd_limit: int, source: Path) -> dict[str, Any]:
     return {
+        "source": str(source),
+        "source_commit": source_commit(source),
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
@@ -103,18 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("installing Node packages (npm ci, once) ...")
     npm.ensure_installed()
 
+    source = export_commit(args.commit, run_dir) if args.commit else args.source.resolve()
     started = time.monotonic()
     results: dict[str, Any] = {
-        "environment": environment(fd_limit),
+        "environment": environment(fd_limit, source),
         "plan": asdict(plan),
         "servers": {},
         "run_dir": str(run_dir),
     }
-    database_url = migrate(run_dir) if "ours" in wanted else ""
+    database_url = migrate(run_dir, source) if "ours" in wanted else ""
     for name in wanted:
         logger.info("%s:", name)
         server = (
-            start_ours(run_dir, database_url=database_url, backlog=args.daphne_backlog)
+            start_ours(run_dir, database_url=database_url, backlog=args.daphne_backlog,
+                       source=source)
             if name == "ours"
             else start_peerjs(run_dir)
         )
@@ -122,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if "ours" in wanted and not args.no_cross_instance:
         if Path(REDIS_SERVER).exists():
             logger.info("ours, two instances through Redis:")
-            results["cross_instance"] = cross_instance(plan, run_dir, database_url)
+            results["cross_instance"] = cross_instance(plan, run_dir, database_url, source)
         else:
             results["cross_instance"] = {"supported": None, "note": f"{REDIS_SERVER} missing"}
     results["total_s"] = round(time.monotonic() - started, 1)
@@ -131,5 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(results))
     for note in report.notes(results):
         print(f"- {note}")
+    print(f"ours: {results['environment']['source_commit']} from {source}")
     print(f"JSON: {args.output}   logs: {run_dir}   total {results['total_s']} s")
     return 0

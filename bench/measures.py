@@ -16,13 +16,26 @@ from typing import Any, Callable
 from bench.runner import DriverError, IdleHolder, run_measured
 from bench.plan import Plan
 from bench.servers import ServerProcess, start_ours, start_redis
-from bench.system import SOURCE_ADDRESSES, rss_kib, wait_until_quiet
+from bench.system import SOURCE_ADDRESSES, rss_kib, wait_for_quiet_machine, wait_until_quiet
 
 logger = logging.getLogger("bench")
 
 
-def _guarded(name: str, phase: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a phase; a failure becomes an ``error`` entry, not a lost run."""
+def _guarded(name: str, phase: Callable[[], dict[str, Any]], *,
+             ours: set[int] | None = None, quiet_timeout_s: float = 0.0) -> dict[str, Any]:
+    """Run a phase; a failure becomes an ``error`` entry, not a lost run.
+
+    With ``ours`` (the PIDs we started), the phase first waits, boundedly,
+    for everything else on the machine to go quiet.
+    """
+    quiet = (
+        wait_for_quiet_machine(ours, timeout=quiet_timeout_s)
+        if ours is not None and quiet_timeout_s > 0
+        else None
+    )
+    if quiet and quiet["others_cpu"] >= 0.1:
+        logger.warning("  machine still busy (others use %.2f of a core); measuring anyway",
+                       quiet["others_cpu"])
     started = time.monotonic()
     logger.info("  %s ...", name)
     try:
@@ -30,6 +43,8 @@ def _guarded(name: str, phase: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     except (DriverError, RuntimeError, OSError) as error:
         result = {"error": f"{type(error).__name__}: {error}"}
     result["wall_s"] = round(time.monotonic() - started, 1)
+    if quiet is not None:
+        result["quiet_before"] = quiet
     if "error" in result:
         logger.warning("  %s failed: %s", name, result["error"])
     return result
@@ -87,13 +102,18 @@ def server_suite(server: ServerProcess, plan: Plan) -> dict[str, Any]:
             "unloaded relay latency (1 pair, 1 in flight)",
             lambda: relay(server, plan, prefix="lat", pairs=1, inflight=1, sdp_every=0,
                           warmup_s=0.5, duration_s=plan.latency_duration_s),
+            ours={server.pid},
+            quiet_timeout_s=plan.quiet_timeout_s,
         )
         quiet()
         results["relay_online"] = _guarded(
-            f"relay, {plan.pairs * 2} online", lambda: relay(server, plan, prefix="ra")
+            f"relay, {plan.pairs * 2} online", lambda: relay(server, plan, prefix="ra"),
+            ours={server.pid},
+            quiet_timeout_s=plan.quiet_timeout_s,
         )
         quiet()
-        results["handshake"] = _guarded("full handshakes", lambda: handshakes(server, plan))
+        results["handshake"] = _guarded("full handshakes", lambda: handshakes(server, plan),
+                                        ours={server.pid}, quiet_timeout_s=plan.quiet_timeout_s)
         results["settle_after_handshakes_s"] = quiet()
         _storm_memory_and_loaded_relay(server, plan, results, quiet)
     finally:
@@ -104,6 +124,11 @@ def server_suite(server: ServerProcess, plan: Plan) -> dict[str, Any]:
 
 def _storm_memory_and_loaded_relay(server: ServerProcess, plan: Plan, results: dict[str, Any],
                                    quiet: Callable[[], float]) -> None:
+    quiet_before_storm = (
+        wait_for_quiet_machine({server.pid}, timeout=plan.quiet_timeout_s)
+        if plan.quiet_timeout_s > 0
+        else None
+    )
     rss_before = rss_kib(server.pid)
     holder = IdleHolder(
         {
@@ -119,6 +144,7 @@ def _storm_memory_and_loaded_relay(server: ServerProcess, plan: Plan, results: d
     )
     try:
         storm = _guarded(f"sign-in storm, {plan.idle_clients} clients", holder.wait_ready)
+        storm["quiet_before"] = quiet_before_storm
         results["storm"] = storm
         if "error" in storm:
             return
@@ -136,6 +162,8 @@ def _storm_memory_and_loaded_relay(server: ServerProcess, plan: Plan, results: d
         results["relay_loaded"] = _guarded(
             f"relay, {online} online",
             lambda: relay(server, plan, prefix="rb", watch={"driver": [holder.pid]}),
+            ours={server.pid, holder.pid},
+            quiet_timeout_s=plan.quiet_timeout_s,
         )
         results["relay_loaded"]["idle_online"] = acked
         try:
@@ -149,7 +177,7 @@ def _storm_memory_and_loaded_relay(server: ServerProcess, plan: Plan, results: d
         holder.close()
 
 
-def cross_instance(plan: Plan, run_dir: Path, database_url: str) -> dict[str, Any]:
+def cross_instance(plan: Plan, run_dir: Path, database_url: str, source: Path) -> dict[str, Any]:
     """Measure 5 (ours only): relay latency across two instances via Redis.
 
     One pair, one ICE-sized frame in flight, so the figure is latency, not
@@ -163,15 +191,18 @@ def cross_instance(plan: Plan, run_dir: Path, database_url: str) -> dict[str, An
         for index in (1, 2):
             instances.append(
                 start_ours(run_dir, database_url=database_url, name=f"ours-redis-{index}",
-                           redis_url=redis_url)
+                           redis_url=redis_url, source=source)
             )
         first, second = instances
         probe = dict(pairs=1, inflight=1, sdp_every=0, warmup_s=0.5,
                      duration_s=plan.latency_duration_s, watch={"redis": [redis.pid]})
+        ours = {redis.pid, first.pid, second.pid}
         same = _guarded("one instance via Redis",
-                        lambda: relay(first, plan, prefix="xs", **probe))
+                        lambda: relay(first, plan, prefix="xs", **probe),
+                        ours=ours, quiet_timeout_s=plan.quiet_timeout_s)
         across = _guarded("two instances via Redis",
-                          lambda: relay(first, plan, prefix="xc", server_b=second, **probe))
+                          lambda: relay(first, plan, prefix="xc", server_b=second, **probe),
+                          ours=ours, quiet_timeout_s=plan.quiet_timeout_s)
     finally:
         for process in [*instances, redis]:
             process.stop()

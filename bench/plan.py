@@ -27,6 +27,9 @@ class Plan:
     latency_duration_s: float = 4.0
     # Waiting for a server to finish off a phase before the next one.
     settle_timeout_s: float = 60.0
+    # Waiting, before each measured phase, for processes we did not start
+    # (a shared machine) to go quiet.
+    quiet_timeout_s: float = 30.0
 
     def scaled(self, factor: float) -> Plan:
         """Shrink (or grow) the number of idle clients; durations stay."""
@@ -45,6 +48,7 @@ QUICK = replace(
     latency_duration_s=2.0,
     storm_timeout_s=90.0,
     settle_timeout_s=30.0,
+    quiet_timeout_s=15.0,
 )
 
 # Seconds, for the test suite: proves every measure still runs end to end.
@@ -61,4 +65,6 @@ SMOKE = Plan(
     handshake_duration_s=1.0,
     latency_duration_s=0.5,
     settle_timeout_s=5.0,
+    # Proves the code runs; its figures are not compared.
+    quiet_timeout_s=0.0,
 )

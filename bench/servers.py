@@ -131,12 +131,31 @@ def ours_environment(database_url: str, redis_url: str | None = None) -> dict[st
     return env
 
 
-def migrate(run_dir: Path) -> str:
+# Written by ``--commit`` next to the exported tree, which has no .git.
+COMMIT_FILE = ".bench-commit"
+
+
+def source_commit(source: Path) -> str:
+    """The commit of the server code that runs, with "+dirty" if it has edits."""
+    if (source / COMMIT_FILE).exists():
+        return (source / COMMIT_FILE).read_text().strip()
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True,
+                              timeout=30)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--", "signaling", "signaling_site")
+    return commit + ("+dirty" if dirty else "")
+
+
+def migrate(run_dir: Path, source: Path = ROOT) -> str:
     """Create and migrate a SQLite database in ``run_dir``; return its URL."""
     database_url = f"sqlite:///{run_dir / 'db.sqlite3'}"
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-        cwd=ROOT,
+        cwd=source,
         env=ours_environment(database_url),
         check=True,
         timeout=120,
@@ -145,7 +164,8 @@ def migrate(run_dir: Path) -> str:
 
 
 def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
-               redis_url: str | None = None, backlog: int | None = None) -> ServerProcess:
+               redis_url: str | None = None, backlog: int | None = None,
+               source: Path = ROOT) -> ServerProcess:
     port = free_port()
     if backlog is None:
         # Exactly scripts/serve's way: Twisted's default accept backlog (50).
@@ -159,6 +179,8 @@ def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
         port=port,
         log_path=run_dir / f"{name}.log",
         env=ours_environment(database_url, redis_url),
+        # Daphne imports the application from its working directory.
+        cwd=source,
     )
     _wait_http(server)
     server.extra = {"backlog": backlog or 50, "redis": bool(redis_url)}
