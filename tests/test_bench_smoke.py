@@ -1,0 +1,68 @@
+"""The benchmark still runs end to end (bench/, ``python -m bench --smoke``).
+
+Tiny scale, both servers, every measure: seconds, not a measurement. It
+needs Node.js and npm (the load driver and the PeerJS server install from
+bench/package-lock.json); without them it fails rather than skips, so the
+benchmark cannot rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _figures(results: dict, server: str) -> dict:
+    suite = results["servers"][server]
+    for phase in ("relay_latency", "relay_online", "handshake", "storm", "relay_loaded"):
+        assert "error" not in suite[phase], (server, phase, suite[phase]["error"])
+    return suite
+
+
+@pytest.mark.timeout(300)
+def test_benchmark_smoke_run(tmp_path):
+    assert shutil.which("node") and shutil.which("npm"), (
+        "the benchmark needs Node.js and npm (apt-get install nodejs npm)"
+    )
+    output = tmp_path / "results.json"
+    # A subprocess: the benchmark pins itself to one core, which must not
+    # stick to the test process.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--output", str(output),
+         "--run-dir", str(tmp_path / "run")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ours/PeerJS" in done.stdout
+    results = json.loads(output.read_text())
+    idle = results["plan"]["idle_clients"]
+
+    for server in ("ours", "peerjs"):
+        suite = _figures(results, server)
+        assert suite["relay_online"]["msgs_per_s"] > 0
+        assert suite["relay_online"]["rtt"]["count"] > 0
+        assert suite["relay_online"]["lost_in_flight"] == 0
+        assert suite["relay_loaded"]["msgs_per_s"] > 0
+        assert suite["relay_loaded"]["idle_online"] == idle
+        assert suite["storm"]["complete"] is True, suite["storm"]
+        assert suite["memory"]["kib_per_client"] is not None
+        assert suite["handshake"]["completed"] > 0
+        assert suite["handshake"]["failed"] == 0, suite["handshake"]["last_error"]
+        assert suite["idle_still_open"] == idle
+        assert "cpu" in suite["relay_online"], "CPU accounting over the window is missing"
+
+    cross = results["cross_instance"]
+    # Either a figure, or an honest "not supported yet"; never an error.
+    assert cross["supported"] in (True, False), cross
+    if cross["supported"]:
+        assert cross["added_one_way_p50_ms"] is not None
