@@ -36,6 +36,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import VideoStreamTrack
+from aiortc.rtcsctptransport import WEBRTC_STRING
 from aiortc.sdp import candidate_from_sdp
 
 from tests.clients import Client
@@ -361,6 +362,19 @@ class FileReceiver:
 
     async def next_message(self, timeout: float = 10) -> str | bytes:
         return await asyncio.wait_for(self.messages.get(), timeout)
+
+
+def send_raw_text_message(channel: RTCDataChannel, data: bytes) -> None:
+    """Send ``data`` as a *text* message, whatever its bytes, as the app does.
+
+    The Android app sends image bytes in a text (PPID 51) message. aiortc's
+    public ``send`` makes text only from ``str``, so the message is queued
+    through its transport's internals, exactly as ``send`` would queue it.
+    """
+    transport = channel.transport
+    channel._addBufferedAmount(len(data))
+    transport._data_channel_queue.append((channel, WEBRTC_STRING, data))
+    asyncio.ensure_future(transport._data_channel_flush())
 
 
 # Video.

@@ -534,18 +534,19 @@
       this.incomingFile = null;
       this.appExpect = null;
       this.appExpectTimer = null;
+      this.peerOffline = false;
       this.share = null;
       this.startedAt = performance.now();
       this.pc = this.createPeerConnection();
       addMessage("system", `— ${role === "requester" ? "Asking" : "Connecting with"} ${peer} —`);
       if (role === "requester") {
-        this.requestTimer = setTimeout(
-          () =>
-            this.end(
-              `${peer} did not answer within ${Math.round(config.requestTimeoutMs / 1000)} seconds. Try again later.`,
-            ),
-          config.requestTimeoutMs,
-        );
+        this.requestTimer = setTimeout(() => {
+          // Withdraw the request so their prompt does not linger.
+          this.signal("DeclineConnection", "Cancelled");
+          this.end(
+            `${peer} did not answer within ${Math.round(config.requestTimeoutMs / 1000)} seconds. Try again later.`,
+          );
+        }, config.requestTimeoutMs);
       } else {
         this.becomeAcceptor();
       }
@@ -675,6 +676,9 @@
         this.end(
           `The direct connection to ${this.peer} failed. Your networks may block direct connections.${relay}`,
         );
+      } else if (state === "disconnected" && this.peerOffline) {
+        // Gone from the server and now unreachable directly: they left.
+        this.end(`${this.peer} left the conversation.`);
       } else if (state === "disconnected" && this.open) {
         showNotice(`The connection to ${this.peer} was interrupted. Waiting for it to recover…`, "info");
       } else if (state === "connected" && ui.notice.dataset.kind === "info") {
@@ -683,8 +687,11 @@
     }
 
     peerLeft(reason) {
-      if (this.open && this.channel && this.channel.readyState === "open") {
-        // Only their link to the server went; the direct one may live on.
+      const direct = this.pc.connectionState === "connected";
+      if (this.open && direct && this.channel.readyState === "open") {
+        // Only their link to the server may have gone (a phone switching
+        // networks): the direct connection lives on until it breaks too.
+        this.peerOffline = true;
         addMessage("system", `${this.peer} lost their connection to the server; the direct connection stays open while it works.`);
         return;
       }
@@ -761,6 +768,9 @@
 
     onControl(message) {
       switch (message.kind) {
+        case "bye":
+          this.end(`${this.peer} left the conversation.`);
+          break;
         case "hello":
           this.mode = "web";
           render();
@@ -1384,6 +1394,16 @@
   ui.stopSharingButton.addEventListener("click", () => session && session.stopSharing(true));
   ui.stopViewingButton.addEventListener("click", () => session && session.stopViewing());
   ui.noticeClose.addEventListener("click", clearNotice);
+
+  // A closing tab tells its peer at once; otherwise the peer would notice
+  // only when the connection times out, many seconds later.
+  window.addEventListener("pagehide", () => {
+    if (session && !session.ended) {
+      // The app's parser would take an unknown message as a marker.
+      if (session.mode === "web") session.sendControl({ kind: "bye" });
+      session.end(null);
+    }
+  });
 
   // For tests and troubleshooting from the console.
   window.p2p = {
