@@ -377,3 +377,21 @@ async def test_the_page_reconnects_with_growing_delays_after_losing_the_server(
         await bob.close()
     finally:
         await proxy.close()
+
+
+async def test_a_page_whose_name_is_taken_over_goes_offline_and_stays_there(
+    open_page, web_server
+):
+    alice = await open_page("alice")
+    await alice.page.evaluate("window.p2p.config.reconnectBaseMs = 100")
+    other = await Client.connect(web_server.ws_url)
+    try:
+        assert (await other.sign_in("alice"))["type"] == "SignedIn"
+        assert await alice.wait_notice("alice was signed in from another tab")
+        await alice.page.wait_for_selector("#sign-in-panel", state="visible")
+        # No reconnecting: two pages would otherwise take the name in turns.
+        await asyncio.sleep(1)
+        assert await alice.page.get_attribute("#status", "data-state") == "error"
+        assert await other.receive_nothing()
+    finally:
+        await other.close()

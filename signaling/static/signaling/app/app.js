@@ -121,7 +121,8 @@
   }
 
   function formatDuration(seconds) {
-    const s = Math.max(0, Math.round(seconds));
+    if (seconds < 10) return `${Math.max(0, seconds).toFixed(1)} s`;
+    const s = Math.round(seconds);
     if (s < 60) return `${s} s`;
     if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
     return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
@@ -236,15 +237,17 @@
     });
   }
 
+  const REPLACED_MESSAGE = () =>
+    `${account.username} was signed in from another tab or device, so this page went offline. Sign in again to use the name here.`;
+  const ADMIN_MESSAGE = "An administrator disconnected you. Sign in again to continue.";
+
   function onSocketClosed(code) {
     render();
     if (!account.wantOnline) return;
     if (code === CLOSE_SESSION_REPLACED) {
-      goOffline(
-        `${account.username} was signed in from another tab or device, so this page went offline. Sign in again to use the name here.`,
-      );
+      goOffline(REPLACED_MESSAGE());
     } else if (code === CLOSE_DISCONNECTED_BY_ADMIN) {
-      goOffline("An administrator disconnected you. Sign in again to continue.");
+      goOffline(ADMIN_MESSAGE);
     } else {
       scheduleReconnect();
     }
@@ -306,7 +309,9 @@
         onServerError(frame);
         break;
       case "SessionReplaced":
-        // The close (4001) that follows takes the page offline.
+        // Acted on here, not only at the close (4001) that follows: a
+        // proxy in between may not pass close codes on.
+        goOffline(REPLACED_MESSAGE());
         break;
       case "StartConnection":
         if (from) onRequest(from);
@@ -361,6 +366,17 @@
       };
       goOffline(messages[code]);
       ui.signInPanel.hidden = false;
+      return;
+    }
+    if (code === "disconnected_by_admin") {
+      goOffline(ADMIN_MESSAGE);
+      return;
+    }
+    if (!account.signedIn) {
+      // Signing in failed for a passing reason (the server is busy or
+      // restarting): drop this socket and retry with the usual back-off.
+      showNotice(`Could not sign in: ${text}. Retrying…`, "info");
+      if (account.socket) account.socket.close(1000);
       return;
     }
     if (code === "target_not_found") {
@@ -929,7 +945,12 @@
       try {
         while (this.outgoing.length && this.open) {
           const transfer = this.outgoing.shift();
-          if (transfer.state === "queued") await this.sendOne(transfer);
+          // Let most of the previous file leave first, so that this
+          // file's clock and speed measure this file.
+          if (this.channel.bufferedAmount > config.lowWaterBytes) {
+            await drained(this.channel);
+          }
+          if (transfer.state === "queued" && this.open) await this.sendOne(transfer);
         }
       } finally {
         this.sending = false;
