@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import av
+import websockets
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -199,7 +200,11 @@ class Peer:
         # Frames are handled one at a time, so a candidate is never applied
         # while the description it belongs to is still being set.
         while True:
-            frame = json.loads(await self.client.connection.recv())
+            try:
+                text = await self.client.connection.recv()
+            except websockets.ConnectionClosed:
+                return
+            frame = json.loads(text)
             self.received_frames.append(frame)
             kind = frame.get("type")
             if kind == "Offer":

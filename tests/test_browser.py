@@ -286,6 +286,8 @@ async def test_a_browser_and_an_app_style_peer_exchange_text_and_images(
         # The shipped app sends image bytes as a *text* message, which no
         # browser can turn back into bytes: the page says so and stays in
         # step for the next message.
+        # Chromium drops the message; the page waits this long for it.
+        await alice.page.evaluate("window.p2p.config.appImageWaitMs = 1000")
         channel.send("META_DATA_IMAGE")
         send_raw_text_message(channel, png)
         await alice.wait_message("phone sent an image this browser cannot read")
@@ -395,3 +397,45 @@ async def test_a_page_whose_name_is_taken_over_goes_offline_and_stays_there(
         assert await other.receive_nothing()
     finally:
         await other.close()
+
+
+async def test_several_files_go_in_turn_and_either_side_can_cancel_one(
+    open_page, tmp_path
+):
+    alice = await open_page("alice")
+    bob = await open_page("bob")
+    await connect_pages(alice, bob)
+    first = payload_file(tmp_path, "first.bin", 2 * MIB)
+    big = payload_file(tmp_path, "big.bin", 64 * MIB, seed=0)
+    last = payload_file(tmp_path, "last.bin", 1 * MIB)
+    await alice.send_files(first, big, last)
+
+    await bob.wait_file("in", "first.bin")
+    await bob.page.wait_for_function(
+        "() => window.p2p.files().some((f) => f.name === 'big.bin' && f.bytes > 0)"
+    )
+    # The receiver cancels the file in progress; the next one follows.
+    row = bob.page.locator(".transfer[data-direction=in]").filter(has_text="big.bin")
+    await row.locator("button.cancel").click()
+    cancelled = await alice.wait_file("out", "big.bin", state="cancelled")
+    assert cancelled["note"] == "Cancelled by bob."
+    await bob.wait_file("in", "last.bin")
+    for name, path in (("first.bin", first), ("last.bin", last)):
+        assert (
+            await bob.sha256("in", name)
+            == hashlib.sha256(path.read_bytes()).hexdigest()
+        )
+
+    # The sender cancels one.
+    again = payload_file(tmp_path, "again.bin", 64 * MIB, seed=0)
+    await alice.send_files(again)
+    await bob.page.wait_for_function(
+        "() => window.p2p.files().some((f) => f.name === 'again.bin' && f.bytes > 0)"
+    )
+    row = alice.page.locator(".transfer[data-direction=out]").filter(
+        has_text="again.bin"
+    )
+    await row.locator("button.cancel").click()
+    cancelled = await bob.wait_file("in", "again.bin", state="cancelled")
+    assert cancelled["note"] == "Cancelled by alice."
+    assert cancelled["bytes"] < 64 * MIB
