@@ -36,6 +36,8 @@ except ImportError:  # pragma: no cover - redis comes with channels-redis
 # return, without spinning while it is gone.
 LAYER_RETRY_FIRST_SECONDS = 0.1
 LAYER_RETRY_MAX_SECONDS = 2.0
+# How long a stopping server lets its last frames reach clients.
+SHUTDOWN_FLUSH_SECONDS = 0.5
 
 
 class SignalingConsumer(AsyncJsonWebsocketConsumer):
@@ -55,11 +57,6 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             )
         except StopConsumer:
             pass
-        except asyncio.CancelledError:
-            # Daphne cancels every application when the server stops.
-            if shutdown.stopping:
-                await self.server_stopping()
-            raise
 
     async def _receive_from_layer(self):
         delay = LAYER_RETRY_FIRST_SECONDS
@@ -67,7 +64,9 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             try:
                 return await self.channel_layer.receive(self.channel_name)
             except LAYER_ERRORS:
-                logger.warning("channel layer receive failed; retrying in %.1fs", delay)
+                logger.warning(
+                    "channel layer receive failed; retrying in %.1fs", delay, exc_info=True
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LAYER_RETRY_MAX_SECONDS)
 
@@ -92,6 +91,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         self.ended = False
         ensure_heartbeat()
         registry.start(on_reclaim)
+        shutdown.remember(self)
         await self.accept()
         logger.info("connect address=%s", self.client_address)
 
@@ -189,6 +189,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             "frame": protocol.relay_frame(message, sender=self.username),
             "sender": self.username,
             "sender_channel": self.channel_name,
+            "target": message.target,
         }
         try:
             # Sent to the target's own channel, not its group: both layers'
@@ -241,6 +242,23 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         self.peers[event["sender"]] = event["sender_channel"]
         await self.send(text_data=event["frame"])
 
+    async def relay_bounced(self, event):
+        """Called when a relay reached an instance that had died."""
+        if self.ended:
+            return
+        await self.send_error(
+            ErrorCode.TARGET_NOT_FOUND, protocol.TARGET_NOT_FOUND_MESSAGE
+        )
+
+    async def peers_lost(self, event):
+        """Called when an instance died: peers it served have left."""
+        prefix = event["channel_prefix"]
+        for peer, channel in list(self.peers.items()):
+            if channel.startswith(prefix):
+                await self.peer_left(
+                    {"peer": peer, "channel": channel, "reason": "disconnected"}
+                )
+
     async def peer_left(self, event):
         """Called when a session this one exchanged signaling with ended."""
         peer = event["peer"]
@@ -276,6 +294,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         """Called when the socket closed, however it closed."""
+        shutdown.forget(self)
         await self.end("disconnected")
         logger.info(
             "disconnect username=%s address=%s close_code=%s",
@@ -316,18 +335,21 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
 
 
     async def server_stopping(self) -> None:
-        """Tell the client to reconnect elsewhere; the server is stopping.
+        """Called by the stop hook: tell the client to reconnect elsewhere.
 
-        The stop hook releases this process's claims and rows in bulk, so
-        nothing is released here one by one.
+        The hook releases this process's claims and rows in bulk, so nothing
+        is released here one by one.
         """
         self.ended = True
         try:
             await self.send(text_data=protocol.reconnect_frame(self.username))
-            await self.close(code=int(protocol.CloseCode.SERVICE_RESTART))
+            await self.close(code=int(protocol.CloseCode.SERVER_STOPPING))
+            # Twisted drops connections without flushing their write buffers
+            # once shutdown proceeds; give the frames time to leave.
+            await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)
         except Exception:
             # Best effort: the process is going away either way.
-            logger.debug("could not tell a client about the stop", exc_info=True)
+            logger.warning("could not tell a client about the stop", exc_info=True)
 
 
 async def on_reclaim(session: LocalSession, kept: bool) -> None:

@@ -40,7 +40,7 @@ Relayed frames
 ``Reconnect``
     ``{type, username: "server", target: <you>, data: {"reason":
     "server_stopping"}}`` sent when this instance stops; the socket closes
-    with 1012 and the client should connect again (any instance).
+    with 4003 and the client should connect again (any instance).
 ``Error``
     ``{type: "Error", username: "server", target: <you>, data: <message>,
     code: <slug>}``: the original server's shape plus a stable ``code``.
@@ -123,10 +123,12 @@ class CloseCode(enum.IntEnum):
     """WebSocket close codes the server uses (4000-4999 are private use)."""
 
     NORMAL = 1000
-    # RFC 6455 section 7.4.1 registry: "Service Restart", reconnect.
-    SERVICE_RESTART = 1012
     SESSION_REPLACED = 4001
     DISCONNECTED_BY_ADMIN = 4002
+    # The instance is stopping: connect again (to any instance). 1012
+    # "Service Restart" would say the same, but Autobahn (under Daphne) only
+    # sends 1000 or 3000-4999.
+    SERVER_STOPPING = 4003
 
 
 class ProtocolError(Exception):

@@ -11,6 +11,11 @@ relay to a user of a dead instance gets an Error within the TTL, never
 silence. A process that finds its own key gone (Redis restarted, or the
 process was frozen) claims its sessions again; those another instance took
 in the meantime are closed as replaced.
+
+Relays sent to a user of a process in the moments between its death and its
+key expiring land in the dead process's channel-layer queue. Every live
+process watches for dead ones and bounces those relays back to their senders
+as Error frames, so nothing sent is lost without the sender being told.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 import redis.asyncio as aioredis
+from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from .presence import Claimed, Credential, LocalSession, Taken
@@ -30,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 USER_PREFIX = "signaling:user:"
 PROCESS_PREFIX = "signaling:process:"
+# process name -> the channel-layer queue key its connections receive from.
+PROCESS_QUEUES = "signaling:process-queues"
 # Long enough to ride out a paused Redis (CLIENT PAUSE), short enough that a
 # black-holed Redis does not hang a relay forever.
 SOCKET_TIMEOUT_SECONDS = 10
@@ -114,6 +122,7 @@ class RedisRegistry:
         self._connections: dict[asyncio.AbstractEventLoop, _Connection] = {}
         self._keepers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
         self._alive: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+        self._known_queues: dict[bytes, bytes] = {}
 
     def _redis(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -153,14 +162,15 @@ class RedisRegistry:
         return Claimed(replaced_channel=previous.decode() if previous else None)
 
     async def claim(self, session: LocalSession) -> Claimed | Taken:
-        # Until this process's key exists, others would treat its claims as
-        # dead; wait (briefly) for the keeper's first beat.
+        # Until this process's key exists, others would treat its claims and
+        # its queue as dead; wait (briefly) for the keeper's first beat.
         alive = self._alive.get(asyncio.get_running_loop())
         if alive is not None and not alive.is_set():
             try:
                 await asyncio.wait_for(alive.wait(), SOCKET_TIMEOUT_SECONDS)
             except TimeoutError:
                 raise RedisError("presence keeper has not reached Redis") from None
+        await self._register_queue(session.channel_name)
         return await self._run_claim(session, "claim")
 
     async def release(self, *, username: str, channel_name: str) -> bool:
@@ -204,11 +214,71 @@ class RedisRegistry:
                 refreshed = await client.set(self.process_key, 1, px=self.ttl_ms, xx=True)
                 if not refreshed:
                     await client.set(self.process_key, 1, px=self.ttl_ms)
+                    self._queue_registered = False
                     await self._reclaim(on_reclaim)
                 alive.set()
+                await self._bounce_for_dead_processes()
             except (RedisError, OSError):
                 logger.warning("presence keep-alive cannot reach Redis")
             await asyncio.sleep(interval)
+
+    async def _register_queue(self, channel_name: str) -> None:
+        if getattr(self, "_queue_registered", False):
+            return
+        layer = get_channel_layer()
+        queue_key = getattr(layer, "prefix", "") + layer.non_local_name(channel_name)
+        await self._redis().client.hset(PROCESS_QUEUES, PROCESS_NAME, queue_key)
+        self._queue_registered = True
+
+    async def _bounce_for_dead_processes(self) -> None:
+        client = self._redis().client
+        queues = await client.hgetall(PROCESS_QUEUES)
+        # Remembered from the last round too: another process may already
+        # have removed a dead one from the hash before this one looked.
+        known = {**self._known_queues, **queues}
+        self._known_queues = {}
+        for process, queue_key in known.items():
+            if await client.exists(PROCESS_PREFIX.encode() + process):
+                self._known_queues[process] = queue_key
+                continue
+            # HDEL answers 1 to exactly one process: it bounces the queue.
+            if await client.hdel(PROCESS_QUEUES, process):
+                await self._bounce_queue(queue_key)
+            # A message the dead process popped but never delivered is in no
+            # queue any more: every process tells its users whose peers were
+            # there that those peers left.
+            await self._tell_peers_of_dead(queue_key)
+
+    async def _tell_peers_of_dead(self, queue_key: bytes) -> None:
+        layer = get_channel_layer()
+        prefix = getattr(layer, "prefix", "")
+        channel_prefix = queue_key.decode().removeprefix(prefix)
+        for session in list(self._local.values()):
+            await layer.send(
+                session.channel_name,
+                {"type": "peers.lost", "channel_prefix": channel_prefix},
+            )
+
+    async def _bounce_queue(self, queue_key: bytes) -> None:
+        layer = get_channel_layer()
+        client = self._redis().client
+        bounced = 0
+        for key in (queue_key, queue_key + b"$inflight"):
+            for member in await client.zrange(key, 0, -1):
+                try:
+                    event = layer.deserialize(member)
+                except Exception:
+                    continue
+                sender_channel = event.get("sender_channel")
+                if event.get("type") == "signal.relay" and sender_channel:
+                    await layer.send(
+                        sender_channel,
+                        {"type": "relay.bounced", "target": event.get("target")},
+                    )
+                    bounced += 1
+            await client.delete(key)
+        if bounced:
+            logger.info("bounced %d relays sent to a dead instance", bounced)
 
     async def _reclaim(self, on_reclaim: OnReclaim) -> None:
         # Redis lost this process's claims (restart) or let them lapse (the

@@ -1,9 +1,12 @@
 """Graceful stop under Daphne (SIGTERM, SIGINT).
 
-Daphne cancels every application when its Twisted reactor shuts down. A hook
-that runs before that marks the process as stopping, so consumers tell their
-clients to reconnect elsewhere instead of vanishing, and removes this
-process's name claims and session rows in bulk at once.
+When Twisted's reactor shuts down it drops every connection without a close
+frame. (Daphne's own hook meant to cancel applications first fails with a
+KeyError when an upgraded HTTP request is still listed, so nothing can count
+on it.) A hook that runs before that tells every open connection of this
+process to reconnect elsewhere (a Reconnect frame, close code 4003), and
+removes this process's name claims and session rows in bulk at once; the
+reactor waits for both.
 """
 
 from __future__ import annotations
@@ -11,10 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import weakref
 
 logger = logging.getLogger(__name__)
 
-stopping = False
+# Connections open in this process, to tell when it stops.
+_open_consumers: weakref.WeakSet = weakref.WeakSet()
+
+
+def remember(consumer) -> None:
+    _open_consumers.add(consumer)
+
+
+def forget(consumer) -> None:
+    _open_consumers.discard(consumer)
 
 
 def install() -> None:
@@ -29,10 +42,14 @@ def install() -> None:
 def _before_shutdown():
     from twisted.internet.defer import Deferred
 
-    global stopping
-    stopping = True
     logger.info("stopping: telling clients to reconnect elsewhere")
-    return Deferred.fromFuture(asyncio.ensure_future(_remove_this_process()))
+    consumers = list(_open_consumers)
+    work = asyncio.gather(
+        _remove_this_process(),
+        *(consumer.server_stopping() for consumer in consumers),
+        return_exceptions=True,
+    )
+    return Deferred.fromFuture(work)
 
 
 async def _remove_this_process() -> None:

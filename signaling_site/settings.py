@@ -136,8 +136,9 @@ if os.environ.get("RENDER_EXTERNAL_HOSTNAME"):
 # Channel layer: in-memory for one process; Redis when several share users.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 SIGNALING_CHANNEL_CAPACITY = int(env_number("SIGNALING_CHANNEL_CAPACITY", 1000))
-SIGNALING_MESSAGE_EXPIRY_SECONDS = env_number("SIGNALING_MESSAGE_EXPIRY_SECONDS", 60)
-SIGNALING_GROUP_EXPIRY_SECONDS = env_number("SIGNALING_GROUP_EXPIRY_SECONDS", 86400)
+# Whole seconds: Redis's EXPIRE takes integers.
+SIGNALING_MESSAGE_EXPIRY_SECONDS = int(env_number("SIGNALING_MESSAGE_EXPIRY_SECONDS", 60))
+SIGNALING_GROUP_EXPIRY_SECONDS = int(env_number("SIGNALING_GROUP_EXPIRY_SECONDS", 86400))
 # Memberships are renewed well before they could expire.
 SIGNALING_GROUP_REFRESH_SECONDS = env_number(
     "SIGNALING_GROUP_REFRESH_SECONDS", SIGNALING_GROUP_EXPIRY_SECONDS / 4
@@ -147,8 +148,20 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
-                "capacity": SIGNALING_CHANNEL_CAPACITY,
+                # redis-py 8 times reads out after 5 s by default, exactly
+                # the layer's blocking-pop timeout: every idle read would
+                # fail. Reads wait longer than any pop; connects fail fast.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15,
+                        "socket_connect_timeout": 2,
+                    }
+                ],
+                # channels-redis queues all of a process's connections in one
+                # Redis key, and capacity applies to that key: it bounds a
+                # whole instance's backlog, not one session's.
+                "capacity": SIGNALING_CHANNEL_CAPACITY * 100,
                 "expiry": SIGNALING_MESSAGE_EXPIRY_SECONDS,
                 "group_expiry": SIGNALING_GROUP_EXPIRY_SECONDS,
             },

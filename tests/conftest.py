@@ -1,8 +1,11 @@
+import os
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from signaling.presence import registry
+from tests.redis_server import RedisServer
 from tests.servers import DaphneServer, base_environment, migrate, sqlite_copy
 
 
@@ -47,3 +50,44 @@ def start_server(migrated_sqlite, tmp_path):
 @pytest.fixture
 def server(start_server):
     return start_server()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A throwaway Redis this test may stop and restart."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(request, tmp_path):
+    """The Redis at REDIS_URL when set, else a throwaway one."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = RedisServer(tmp_path)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_database_url(tmp_path_factory, migrated_sqlite):
+    """A database several instances share: PostgreSQL when DATABASE_URL
+    points at one (as in CI), else a SQLite file."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        yield sqlite_copy(migrated_sqlite, tmp_path_factory.mktemp("shared"))
+        return
+    import psycopg
+
+    name = f"signaling_e2e_{os.getpid()}"
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"')
+    shared = url.rsplit("/", 1)[0] + "/" + name
+    migrate(shared)
+    yield shared
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
