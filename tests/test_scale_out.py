@@ -339,3 +339,78 @@ async def test_a_member_outliving_the_group_expiry_still_receives(
         timeout=60,
     )
     assert await bob.receive_json() == {"by": "name"}
+
+
+LOAD_PAIRS = 100
+LOAD_SECONDS = 60
+LOAD_INTERVAL_SECONDS = 0.2  # per pair: 500 relays/s across the cluster
+
+
+@pytest.mark.slow
+async def test_a_minute_of_relaying_across_instances_loses_nothing(instances):
+    a, b = instances()
+    pairs = []
+    for n in range(LOAD_PAIRS):
+        # Half the pairs send from A to B, half from B to A.
+        home, away = (a, b) if n % 2 else (b, a)
+        sender = await signed_in(home, f"load-sender-{n}")
+        receiver = await signed_in(away, f"load-receiver-{n}")
+        pairs.append((n, sender, receiver))
+    sent = [0] * LOAD_PAIRS
+    received: list[list[int]] = [[] for _ in range(LOAD_PAIRS)]
+    latencies: list[float] = []
+    deadline = time.monotonic() + LOAD_SECONDS
+
+    async def send_loop(n, sender):
+        while time.monotonic() < deadline:
+            payload = {"pair": n, "seq": sent[n], "sent_at": time.time()}
+            await sender.send_json(
+                {"type": "IceCandidates", "target": f"load-receiver-{n}", "data": payload}
+            )
+            sent[n] += 1
+            await asyncio.sleep(LOAD_INTERVAL_SECONDS)
+
+    async def receive_loop(n, receiver):
+        while True:
+            try:
+                frame = await receiver.receive_json(timeout=10)
+            except asyncio.TimeoutError:
+                return
+            data = frame["data"]
+            assert data["pair"] == n
+            received[n].append(data["seq"])
+            latencies.append(time.time() - data["sent_at"])
+            if time.monotonic() > deadline and len(received[n]) >= sent[n]:
+                return
+
+    async def errors_loop(sender):
+        # Any reply to a sender would be an Error: there must be none.
+        try:
+            frame = await sender.receive_json(timeout=LOAD_SECONDS + 15)
+        except asyncio.TimeoutError:
+            return None
+        return frame
+
+    senders = [send_loop(n, sender) for n, sender, _ in pairs]
+    receivers = [receive_loop(n, receiver) for n, _, receiver in pairs]
+    watchers = [asyncio.ensure_future(errors_loop(s)) for _, s, _ in pairs]
+    await asyncio.gather(*senders, *receivers)
+    for watcher in watchers:
+        watcher.cancel()
+    errors = [w.result() for w in watchers if w.done() and not w.cancelled()]
+    assert [e for e in errors if e] == []
+
+    total = sum(sent)
+    lost = sum(sent[n] - len(set(received[n])) for n in range(LOAD_PAIRS))
+    duplicated = sum(len(received[n]) - len(set(received[n])) for n in range(LOAD_PAIRS))
+    reordered = sum(received[n] != sorted(received[n]) for n in range(LOAD_PAIRS))
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    print(
+        f"load: {total} relays in {LOAD_SECONDS}s across 2 instances, lost {lost}, "
+        f"duplicated {duplicated}, pairs reordered {reordered}, "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+    )
+    assert (lost, duplicated, reordered) == (0, 0, 0)
+    assert all(received[n] == list(range(sent[n])) for n in range(LOAD_PAIRS))
