@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="directory with the server code to run (manage.py, signaling/); "
                              "e.g. a `git archive` of a commit, to measure it while the "
                              "working tree changes (default: this checkout)")
+    parser.add_argument("--client", choices=("wire", "ws"), default=None,
+                        help="the driver's WebSocket client: wire (minimal, default) or ws "
+                             "(the npm package), to cross-check figures")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"where to write the JSON results (default {DEFAULT_OUTPUT})")
     parser.add_argument("--run-dir", type=Path, default=None,
@@ -73,6 +76,8 @@ def choose_plan(args: argparse.Namespace, fd_limit: int) -> Plan:
     plan = plan.scaled(args.scale)
     if args.storm_window:
         plan = replace(plan, storm_window=args.storm_window)
+    if args.client:
+        plan = replace(plan, client=args.client)
     ceiling = fd_limit - FD_HEADROOM
     if plan.idle_clients > ceiling:
         logger.warning("fd limit %d: idle clients capped at %d", fd_limit, ceiling)

@@ -61,6 +61,7 @@ def relay(server: ServerProcess, plan: Plan, *, prefix: str, server_b: ServerPro
         "relay",
         {
             "protocol": server.protocol,
+            "client": plan.client,
             "server": server.address,
             "serverB": (server_b or server).address,
             "pairs": pairs or plan.pairs,
@@ -81,6 +82,7 @@ def handshakes(server: ServerProcess, plan: Plan) -> dict[str, Any]:
         "handshake",
         {
             "protocol": server.protocol,
+            "client": plan.client,
             "server": server.address,
             "workers": plan.handshake_workers,
             "warmupMs": int(plan.handshake_warmup_s * 1000),
@@ -133,6 +135,7 @@ def _storm_memory_and_loaded_relay(server: ServerProcess, plan: Plan, results: d
     holder = IdleHolder(
         {
             "protocol": server.protocol,
+            "client": plan.client,
             "server": server.address,
             "count": plan.idle_clients,
             "window": plan.storm_window,

@@ -27,6 +27,9 @@ class Plan:
     latency_duration_s: float = 4.0
     # Waiting for a server to finish off a phase before the next one.
     settle_timeout_s: float = 60.0
+    # The driver's WebSocket client: "wire" (bench/driver/wire.mjs, cheap) or
+    # "ws" (the npm package, to cross-check).
+    client: str = "wire"
     # Waiting, before each measured phase, for processes we did not start
     # (a shared machine) to go quiet.
     quiet_timeout_s: float = 30.0

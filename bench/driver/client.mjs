@@ -1,6 +1,47 @@
 // One benchmark client: connect from a loopback source address, sign in,
-// then hand every text frame to a callback.
+// then hand every text frame to a callback. The socket is the minimal
+// client of wire.mjs by default, or the `ws` package ("client": "ws" in the
+// driver's config) to cross-check figures against a mainstream client.
 import WebSocket from "ws";
+import { WireSocket } from "./wire.mjs";
+
+let kind = "wire";
+
+export function useClient(name) {
+  if (name !== "wire" && name !== "ws") throw new Error(`unknown client ${name}`);
+  kind = name;
+}
+
+/** The `ws` package behind the same small interface as WireSocket. */
+class WsSocket {
+  constructor(url, { localAddress, timeoutMs }, handlers) {
+    this.closed = false;
+    this.ws = new WebSocket(url, { ...CLIENT_OPTIONS, localAddress, handshakeTimeout: timeoutMs });
+    this.ws.on("open", () => handlers.onOpen?.());
+    this.ws.on("message", (data) => handlers.onText(data.toString("latin1")));
+    this.ws.on("error", (error) => handlers.onError?.(error));
+    this.ws.on("close", () => {
+      this.closed = true;
+      handlers.onClose?.();
+    });
+  }
+  get open() {
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+  send(text) {
+    this.ws.send(text);
+  }
+  close(code = 1000) {
+    try {
+      this.ws.close(code);
+    } catch {
+      this.ws.terminate();
+    }
+  }
+  terminate() {
+    this.ws.terminate();
+  }
+}
 
 const CLIENT_OPTIONS = {
   // Neither server compresses; skipping the offer and UTF-8 validation keeps
@@ -34,57 +75,60 @@ export class Client {
     this.onControl = null;
     this.heartbeat = null;
     this.closed = false;
+    this.closeWaiters = [];
     this.ready = new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         reject(new Error(`sign-in timed out after ${timeoutMs} ms`));
         this.terminate();
       }, timeoutMs);
-      const ws = new WebSocket(protocol.url(server, id), {
-        ...CLIENT_OPTIONS,
-        localAddress: nextSource(sources),
-        handshakeTimeout: timeoutMs,
-      });
-      this.ws = ws;
       let signedIn = false;
-      ws.on("open", () => {
-        for (const frame of protocol.signInFrames(id)) ws.send(frame);
-      });
-      ws.on("message", (data) => {
-        const text = data.toString("latin1");
-        if (signedIn) {
-          this.onFrame?.(text);
-          return;
-        }
-        let message;
-        try {
-          message = JSON.parse(text);
-        } catch {
-          return;
-        }
-        if (protocol.isReady(message)) {
-          signedIn = true;
-          clearTimeout(timer);
-          this.startHeartbeat();
-          resolve(this);
-        } else {
-          const error = protocol.errorOf(message);
-          if (error) {
-            clearTimeout(timer);
-            reject(new Error(`sign-in refused: ${error}`));
-            this.terminate();
+      const handlers = {
+        onOpen: () => {
+          for (const frame of protocol.signInFrames(id)) this.socket.send(frame);
+        },
+        onText: (text) => {
+          if (signedIn) {
+            this.onFrame?.(text);
+            return;
           }
-        }
-      });
-      ws.on("error", (error) => {
-        clearTimeout(timer);
-        reject(error);
-      });
-      ws.on("close", () => {
-        this.closed = true;
-        clearTimeout(timer);
-        this.stopHeartbeat();
-        reject(new Error("closed before sign-in"));
-      });
+          let message;
+          try {
+            message = JSON.parse(text);
+          } catch {
+            return;
+          }
+          if (protocol.isReady(message)) {
+            signedIn = true;
+            clearTimeout(timer);
+            this.startHeartbeat();
+            resolve(this);
+          } else {
+            const error = protocol.errorOf(message);
+            if (error) {
+              clearTimeout(timer);
+              reject(new Error(`sign-in refused: ${error}`));
+              this.terminate();
+            }
+          }
+        },
+        onError: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+        onClose: () => {
+          this.closed = true;
+          clearTimeout(timer);
+          this.stopHeartbeat();
+          for (const waiter of this.closeWaiters.splice(0)) waiter();
+          reject(new Error("closed before sign-in"));
+        },
+      };
+      const Socket = kind === "ws" ? WsSocket : WireSocket;
+      this.socket = new Socket(
+        protocol.url(server, id),
+        { localAddress: nextSource(sources), timeoutMs },
+        handlers,
+      );
     });
     // A rejected sign-in is reported by whoever awaits `ready`.
     this.ready.catch(() => {});
@@ -96,7 +140,7 @@ export class Client {
     // Like the peerjs client library: every 5 s, first one at a random
     // offset so 15k clients do not beat in step.
     const beat = () => {
-      if (this.ws.readyState === WebSocket.OPEN) this.ws.send(frame);
+      if (!this.closed) this.socket.send(frame);
     };
     this.heartbeat = setTimeout(() => {
       beat();
@@ -113,7 +157,7 @@ export class Client {
   }
 
   send(text) {
-    this.ws.send(text);
+    this.socket.send(text);
   }
 
   /** Close politely and resolve when the socket is gone (or after a bound). */
@@ -125,22 +169,18 @@ export class Client {
         this.terminate();
         resolve();
       }, timeoutMs);
-      this.ws.once("close", () => {
+      this.closeWaiters.push(() => {
         clearTimeout(timer);
         resolve();
       });
-      try {
-        this.ws.close(1000);
-      } catch {
-        this.terminate();
-      }
+      this.socket.close(1000);
     });
   }
 
   terminate() {
     this.stopHeartbeat();
     try {
-      this.ws.terminate();
+      this.socket.terminate();
     } catch {
       // Already gone.
     }

@@ -1,5 +1,6 @@
 // The benchmark's load driver: `node main.mjs <relay|idle|handshake> '<json config>'`.
 // Prints JSON lines on stdout; the last one is {"event":"result",...}.
+import { useClient } from "./client.mjs";
 import { handshake } from "./handshake.mjs";
 import { idle } from "./idle.mjs";
 import { PROTOCOLS } from "./protocols.mjs";
@@ -16,6 +17,7 @@ async function main() {
     process.exit(2);
   }
   const config = JSON.parse(rawConfig);
+  useClient(config.client ?? "wire");
   const protocol = PROTOCOLS[config.protocol];
   if (!protocol) throw new Error(`unknown protocol ${config.protocol}`);
   // A hard stop: a wedged run must never outlive the orchestrator's budget.
