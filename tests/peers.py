@@ -136,6 +136,9 @@ class Peer:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     tracks: asyncio.Queue[MediaStreamTrack] = field(default_factory=asyncio.Queue)
+    # When set, no candidate is sent or used, as if a firewall stood
+    # between the peers: ICE can never connect.
+    ice_blocked: bool = False
     sent_frames: list[dict] = field(default_factory=list)
     received_frames: list[dict] = field(default_factory=list)
     _pending_candidates: list[RTCIceCandidate] = field(default_factory=list)
@@ -216,7 +219,7 @@ class Peer:
                 await self._set_remote(parse_description(frame["data"], "answer"))
             elif kind == "IceCandidates":
                 candidate = parse_candidate(frame["data"])
-                if candidate is None:
+                if candidate is None or self.ice_blocked:
                     continue
                 if self.pc.remoteDescription is None:
                     self._pending_candidates.append(candidate)
@@ -236,7 +239,7 @@ class Peer:
         await self.send(
             {"type": kind, "username": self.name, "target": self.target, "data": sdp}
         )
-        for mid, index, line in candidates:
+        for mid, index, line in [] if self.ice_blocked else candidates:
             await self.send(
                 {
                     "type": "IceCandidates",

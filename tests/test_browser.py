@@ -470,3 +470,20 @@ async def test_the_whole_flow_works_from_the_keyboard(open_page):
     await bob.page.keyboard.press("Tab")
     await bob.page.keyboard.press("Tab")
     assert await bob.page.evaluate("document.activeElement.id") == "file-input"
+
+
+async def test_a_connection_that_cannot_be_made_is_reported_in_plain_words(
+    open_page, web_server
+):
+    alice = await open_page("alice")
+    await alice.page.evaluate("window.p2p.config.connectTimeoutMs = 3000")
+    robot = await Peer.sign_in(web_server.ws_url, "robot")
+    robot.ice_blocked = True
+    try:
+        await alice.connect_to("robot")
+        assert (await robot.next_event())["type"] == "StartConnection"
+        await robot.accept("alice", protocol=WEB_CHANNEL_PROTOCOL)
+        assert await alice.wait_notice("Could not connect to robot directly.")
+        await alice.page.wait_for_selector("#connect-panel", state="visible")
+    finally:
+        await robot.close()
