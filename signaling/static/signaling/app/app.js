@@ -313,6 +313,12 @@
         // proxy in between may not pass close codes on.
         goOffline(REPLACED_MESSAGE());
         break;
+      case "Reconnect":
+        // This server instance is stopping; the close (4003) follows and
+        // the usual first, short, jittered retry finds another one.
+        account.attempt = 0;
+        setStatus("reconnecting", "The server is restarting. Reconnecting…");
+        break;
       case "StartConnection":
         if (from) onRequest(from);
         break;
