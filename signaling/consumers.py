@@ -10,12 +10,12 @@ from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.db import DatabaseError
 
-from . import protocol
+from . import guards, protocol, shutdown
 from .accounts import credential_for
 from .connection_info import client_address, user_agent
-from . import shutdown
 from .live_sessions import ensure_heartbeat, live_session_end, live_session_start
 from .presence import Claimed, LocalSession, registry
 from .protocol import ErrorCode, ProtocolError, Relay, SignIn
@@ -89,14 +89,44 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         self.peers: dict[str, str] = {}
         self.client_address = client_address(self.scope)
         self.ended = False
+        self.closing = False
+        self.counted = False
+        self.sign_in_deadline = None
+        refusal = guards.connection_refusal(self.client_address)
+        # Accept even to refuse: a close before accept reaches the client as
+        # a bare HTTP 403, while an Error frame says why.
+        await self.accept()
+        if refusal is not None:
+            await self.send_error(refusal.code, refusal.message)
+            await self.close_with(protocol.CloseCode.TOO_MANY_CONNECTIONS)
+            return
+        guards.connections.opened(self.client_address)
+        self.counted = True
+        self.frames = guards.frame_bucket()
+        self.refusals = guards.refusal_bucket()
+        loop = asyncio.get_running_loop()
+        self.sign_in_deadline = loop.call_later(
+            settings.SIGNALING_SIGN_IN_TIMEOUT_SECONDS,
+            lambda: loop.create_task(self.sign_in_expired()),
+        )
         ensure_heartbeat()
         registry.start(on_reclaim)
         shutdown.remember(self)
-        await self.accept()
         logger.info("connect address=%s", self.client_address)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         """Called with every client frame; bad frames become Error frames."""
+        if self.closing:
+            return
+        now = asyncio.get_running_loop().time()
+        if not self.frames.allow(now):
+            if self.refusals.allow(now):
+                await self.send_error(
+                    ErrorCode.RATE_LIMITED, "Too many messages; slow down"
+                )
+            else:
+                await self.close_with(protocol.CloseCode.RATE_LIMITED)
+            return
         try:
             message = protocol.decode_frame(text_data, bytes_data)
             if isinstance(message, SignIn):
@@ -126,9 +156,15 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 ErrorCode.ALREADY_SIGNED_IN,
                 f"Already signed in as {self.username}; open a new connection",
             )
-        credential = await credential_for(
-            username=message.username, password=message.password
-        )
+        guards.check_sign_in_attempts(message.username, self.client_address)
+        try:
+            credential = await credential_for(
+                username=message.username, password=message.password
+            )
+        except ProtocolError as error:
+            if error.code is ErrorCode.WRONG_CREDENTIALS:
+                guards.sign_in_failed(message.username, self.client_address)
+            raise
         session = LocalSession(
             username=message.username,
             channel_name=self.channel_name,
@@ -142,11 +178,15 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         outcome = await registry.claim(session)
         if not isinstance(outcome, Claimed):
             await self.channel_layer.group_discard(group, self.channel_name)
+            # A guest name held with another password: a guess that failed.
+            guards.sign_in_failed(message.username, self.client_address)
             raise ProtocolError(
                 ErrorCode.USERNAME_TAKEN, "Username is taken by another connection"
             )
         self.username = message.username
         self.session = session
+        if self.sign_in_deadline is not None:
+            self.sign_in_deadline.cancel()
         if outcome.replaced_channel is not None:
             # The old session may be on another instance: tell it through
             # the layer, and take its place in the name's group.
@@ -216,6 +256,19 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 message.data,
             )
 
+    async def sign_in_expired(self) -> None:
+        """Called when the socket has not signed in in time."""
+        if self.username is None and not self.closing:
+            await self.send_error(
+                ErrorCode.SIGN_IN_TIMEOUT, "Sign in within a few seconds of connecting"
+            )
+            await self.close_with(protocol.CloseCode.SIGN_IN_TIMEOUT)
+
+    async def close_with(self, code: protocol.CloseCode) -> None:
+        self.closing = True
+        # Autobahn accepts only a plain int as a close code.
+        await self.close(code=int(code))
+
     async def send_error(self, code: ErrorCode, message: str) -> None:
         logger.info(
             "error username=%s address=%s code=%s",
@@ -277,8 +330,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.end("replaced")
         await self.send(text_data=protocol.session_replaced_frame(self.username))
-        # Autobahn accepts only a plain int as a close code.
-        await self.close(code=int(protocol.CloseCode.SESSION_REPLACED))
+        await self.close_with(protocol.CloseCode.SESSION_REPLACED)
 
     async def session_disconnect(self, event):
         """Called when an administrator disconnects this session."""
@@ -290,11 +342,16 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 ErrorCode.DISCONNECTED_BY_ADMIN, event["reason"], target=self.username
             )
         )
-        await self.close(code=int(protocol.CloseCode.DISCONNECTED_BY_ADMIN))
+        await self.close_with(protocol.CloseCode.DISCONNECTED_BY_ADMIN)
 
     async def disconnect(self, code):
         """Called when the socket closed, however it closed."""
         shutdown.forget(self)
+        if self.sign_in_deadline is not None:
+            self.sign_in_deadline.cancel()
+        if self.counted:
+            self.counted = False
+            guards.connections.closed(self.client_address)
         await self.end("disconnected")
         logger.info(
             "disconnect username=%s address=%s close_code=%s",
@@ -343,7 +400,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         self.ended = True
         try:
             await self.send(text_data=protocol.reconnect_frame(self.username))
-            await self.close(code=int(protocol.CloseCode.SERVER_STOPPING))
+            await self.close_with(protocol.CloseCode.SERVER_STOPPING)
             # Twisted drops connections without flushing their write buffers
             # once shutdown proceeds; give the frames time to leave.
             await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)

@@ -116,6 +116,11 @@ class ErrorCode(str, enum.Enum):
     RELAY_FAILED = "relay_failed"
     SERVICE_UNAVAILABLE = "service_unavailable"
     TARGET_BUSY = "target_busy"
+    RATE_LIMITED = "rate_limited"
+    SIGN_IN_TIMEOUT = "sign_in_timeout"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    SERVER_FULL = "server_full"
     DISCONNECTED_BY_ADMIN = "disconnected_by_admin"
 
 
@@ -129,6 +134,9 @@ class CloseCode(enum.IntEnum):
     # "Service Restart" would say the same, but Autobahn (under Daphne) only
     # sends 1000 or 3000-4999.
     SERVER_STOPPING = 4003
+    SIGN_IN_TIMEOUT = 4004
+    RATE_LIMITED = 4008
+    TOO_MANY_CONNECTIONS = 4009
 
 
 class ProtocolError(Exception):

@@ -1,0 +1,116 @@
+"""The abuse limits as a client meets them, in process."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+
+from signaling.live_sessions import heartbeat_stop
+from tests.communicators import Peer, signed_in
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def stop_heartbeat_after_test():
+    yield
+    await heartbeat_stop()
+
+
+async def test_a_full_ice_trickle_passes_the_rate_limit():
+    alice, bob = await signed_in("alice"), await signed_in("bob")
+    await alice.send(type="Offer", target="bob", data="sdp")
+    for n in range(60):
+        await alice.send(type="IceCandidates", target="bob", data=f"candidate:{n}")
+    frames = [await bob.receive() for _ in range(61)]
+    assert [frame["data"] for frame in frames[1:]] == [f"candidate:{n}" for n in range(60)]
+    assert await alice.receive_nothing()
+
+
+async def test_a_flood_is_refused_then_closed(settings):
+    settings.SIGNALING_FRAME_BURST = 20
+    settings.SIGNALING_FRAMES_PER_SECOND = 1
+    settings.SIGNALING_RATE_LIMIT_CLOSE_AFTER = 5
+    alice, bob = await signed_in("alice"), await signed_in("bob")
+    for n in range(100):
+        await alice.send(type="IceCandidates", target="bob", data=str(n))
+    relayed = 0
+    while True:
+        try:
+            await bob.receive(timeout=0.3)
+        except asyncio.TimeoutError:
+            break
+        relayed += 1
+    assert 0 < relayed <= 21
+    errors = []
+    while True:
+        output = await alice.communicator.receive_output(1)
+        if output["type"] == "websocket.close":
+            break
+        errors.append(output["text"])
+    assert len(errors) == 5
+    assert all('"code":"rate_limited"' in error for error in errors)
+    assert output["code"] == 4008
+
+
+async def test_a_socket_that_never_signs_in_is_closed_at_the_deadline(settings):
+    settings.SIGNALING_SIGN_IN_TIMEOUT_SECONDS = 0.2
+    lurker = await Peer.connect()
+    error = await lurker.receive(timeout=2)
+    assert error["code"] == "sign_in_timeout"
+    assert await lurker.receive_close() == 4004
+
+
+async def test_signing_in_in_time_cancels_the_deadline(settings):
+    settings.SIGNALING_SIGN_IN_TIMEOUT_SECONDS = 0.2
+    alice = await signed_in("alice")
+    await asyncio.sleep(0.4)
+    assert await alice.receive_nothing()
+
+
+async def test_password_guessing_is_stopped_and_the_owner_gets_in_later(settings):
+    settings.SIGNALING_MAX_FAILED_SIGN_INS_PER_NAME = 3
+    settings.SIGNALING_FAILED_SIGN_IN_WINDOW_SECONDS = 0.5
+    await sync_to_async(User.objects.create_user)("alice", password="correct horse")
+    bystander = await signed_in("bob")
+    guesser = await Peer.connect(client=("10.0.0.9", 1))
+    codes = [(await guesser.sign_in("alice", f"guess{n}"))["code"] for n in range(5)]
+    assert codes == ["wrong_credentials"] * 3 + ["too_many_attempts"] * 2
+    owner = await Peer.connect(client=("10.0.0.10", 1))
+    assert (await owner.sign_in("alice", "correct horse"))["code"] == "too_many_attempts"
+    await asyncio.sleep(0.6)
+    assert (await owner.sign_in("alice", "correct horse"))["type"] == "SignedIn"
+    assert (await bystander.sign_in("bob"))["type"] == "SignedIn"
+
+
+async def test_guessing_many_names_from_one_address_is_stopped(settings):
+    settings.SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS = 4
+    await signed_in("held", "secret")
+    guesser = await Peer.connect(client=("10.0.0.9", 1))
+    codes = [(await guesser.sign_in("held", f"guess{n}"))["code"] for n in range(6)]
+    assert codes == ["username_taken"] * 4 + ["too_many_attempts"] * 2
+
+
+async def test_connections_over_the_per_address_cap_are_refused_explicitly(settings):
+    settings.SIGNALING_MAX_CONNECTIONS_PER_ADDRESS = 2
+    first = await Peer.connect(client=("10.0.0.1", 1))
+    second = await Peer.connect(client=("10.0.0.1", 2))
+    third = await Peer.connect(client=("10.0.0.1", 3))
+    assert (await third.receive())["code"] == "too_many_connections"
+    assert await third.receive_close() == 4009
+    elsewhere = await Peer.connect(client=("10.0.0.2", 1))
+    assert (await elsewhere.sign_in("carol"))["type"] == "SignedIn"
+    await first.close()
+    again = await Peer.connect(client=("10.0.0.1", 4))
+    assert (await again.sign_in("dave"))["type"] == "SignedIn"
+    assert second
+
+
+async def test_connections_over_the_server_cap_are_refused_explicitly(settings):
+    settings.SIGNALING_MAX_CONNECTIONS = 1
+    first = await signed_in("alice")
+    second = await Peer.connect(client=("10.0.0.2", 1))
+    assert (await second.receive())["code"] == "server_full"
+    assert await second.receive_close() == 4009
+    assert first
