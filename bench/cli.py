@@ -7,6 +7,7 @@ import datetime
 import logging
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -122,7 +123,13 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def _terminate_as_exit(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so every server and driver is stopped.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate_as_exit)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = parse_args(argv)
     wanted = [name.strip() for name in args.servers.split(",") if name.strip()]

@@ -110,16 +110,20 @@ def run_measured(
     deadline = time.monotonic() + budget_seconds + 10
     start = None
     usage: dict[str, float] = {}
-    while True:
-        event = driver.next_event(timeout=max(1.0, deadline - time.monotonic()))
-        kind = event.pop("event")
-        if kind == "measure_start":
-            start = cpu.snapshot()
-        elif kind == "measure_end" and start is not None:
-            usage = CpuWatch.usage(start, cpu.snapshot())
-        elif kind == "result":
-            driver.wait()
-            return {**event, **({"cpu": usage} if usage else {})}
+    try:
+        while True:
+            event = driver.next_event(timeout=max(1.0, deadline - time.monotonic()))
+            kind = event.pop("event")
+            if kind == "measure_start":
+                start = cpu.snapshot()
+            elif kind == "measure_end" and start is not None:
+                usage = CpuWatch.usage(start, cpu.snapshot())
+            elif kind == "result":
+                driver.wait()
+                return {**event, **({"cpu": usage} if usage else {})}
+    finally:
+        # Interrupted or failed: the driver must not outlive the run.
+        driver.kill()
 
 
 class IdleHolder:
