@@ -91,6 +91,16 @@ def flags(results: dict[str, Any] | None, window: tuple[str, ...] | None) -> lis
     return found
 
 
+def _short_of(results: dict[str, Any] | None, row: Row, plan: dict[str, Any]) -> list[str]:
+    """The loaded relay ran with fewer online than planned (incomplete storm)."""
+    if results is None or row.window != ("relay_loaded",):
+        return []
+    idle = _get(results, "relay_loaded", "idle_online")
+    if idle is None or idle >= plan.get("idle_clients", 0):
+        return []
+    return [f"only {idle + plan.get('pairs', 50) * 2:,} online"]
+
+
 def _format(value: Any) -> str:
     if value is None:
         return "-"
@@ -117,8 +127,8 @@ def table(results: dict[str, Any]) -> str:
         verdict = ""
         if row.check is not None and isinstance(ours_value, (int, float)):
             verdict = "yes" if row.check(ours_value, ours or {}) else "NO"
-        ours_flags = flags(ours, row.window)
-        peer_flags = flags(peer, row.window)
+        ours_flags = flags(ours, row.window) + _short_of(ours, row, results.get("plan", {}))
+        peer_flags = flags(peer, row.window) + _short_of(peer, row, results.get("plan", {}))
         lines.append((
             row.label,
             _format(ours_value) + (f" [{','.join(ours_flags)}]" if ours_flags else ""),
