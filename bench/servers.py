@@ -27,7 +27,11 @@ VENV_BIN = Path(sys.executable).parent
 STOP_TIMEOUT_SECONDS = 10
 READY_TIMEOUT_SECONDS = 30
 # What scripts/serve passes to Daphne, minus the bind address and port.
-DAPHNE_FLAGS = ["--websocket_timeout", "-1", "--ping-interval", "15", "--ping-timeout", "15"]
+DAPHNE_FLAGS = [
+    "-v", "0",
+    "--websocket_timeout", "-1", "--ping-interval", "15", "--ping-timeout", "15",
+    "--websocket-max-message-size", "1048576", "--websocket-max-frame-size", "1048576",
+]
 # PeerJS refuses clients beyond concurrent_limit (5000 by default); the
 # benchmark holds 15 000, so the limit is lifted. Everything else is default.
 PEERJS_FLAGS = ["--concurrent_limit", "1000000"]
@@ -182,11 +186,9 @@ def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
                redis_url: str | None = None, backlog: int | None = None,
                source: Path = ROOT) -> ServerProcess:
     port = free_port()
-    if backlog is None:
-        # Exactly scripts/serve's way: Twisted's default accept backlog (50).
-        listen = ["-b", "127.0.0.1", "-p", str(port)]
-    else:
-        listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
+    # Exactly scripts/serve's way: an endpoint with a 4096 accept backlog.
+    backlog = backlog or 4096
+    listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
     server = _start(
         name,
         "signaling",
@@ -198,7 +200,7 @@ def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
         cwd=source,
     )
     _wait_http(server)
-    server.extra = {"backlog": backlog or 50, "redis": bool(redis_url)}
+    server.extra = {"backlog": backlog, "redis": bool(redis_url)}
     return server
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -10,6 +12,39 @@ from django.contrib.auth.hashers import check_password
 
 from .presence import Credential, guest_credential
 from .protocol import ErrorCode, ProtocolError
+
+
+class AccountNames:
+    """The usernames that belong to accounts, cached in memory.
+
+    Guest sign-ins (nearly all of them) then never wait for the database.
+    Account changes in this process invalidate the cache at once (signals
+    wired in apps.py); changes made elsewhere show within
+    SIGNALING_ACCOUNT_CACHE_SECONDS.
+    """
+
+    def __init__(self) -> None:
+        self.names: frozenset[str] = frozenset()
+        self.loaded_at = float("-inf")
+
+    def stale(self) -> bool:
+        age = time.monotonic() - self.loaded_at
+        return age >= settings.SIGNALING_ACCOUNT_CACHE_SECONDS
+
+    def invalidate(self, **kwargs) -> None:
+        self.loaded_at = float("-inf")
+
+    def load(self) -> None:
+        user_model = get_user_model()
+        self.names = frozenset(
+            user_model._default_manager.values_list(
+                user_model.USERNAME_FIELD, flat=True
+            )
+        )
+        self.loaded_at = time.monotonic()
+
+
+account_names = AccountNames()
 
 
 def _account_for(username: str) -> tuple[int, str, bool] | None:
@@ -28,7 +63,11 @@ async def credential_for(*, username: str, password: str | None) -> Credential:
     any other name is a guest name, claimed with whatever password (possibly
     none) its first sign-in gave.
     """
-    account = await database_sync_to_async(_account_for)(username)
+    if account_names.stale():
+        await database_sync_to_async(account_names.load)()
+    account = None
+    if username in account_names.names:
+        account = await database_sync_to_async(_account_for)(username)
     if account is None:
         if not settings.SIGNALING_ALLOW_GUESTS:
             raise ProtocolError(

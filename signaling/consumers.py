@@ -11,7 +11,6 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.db import DatabaseError
 
 from . import guards, protocol, shutdown
 from .accounts import credential_for
@@ -31,6 +30,11 @@ try:
     LAYER_ERRORS += (RedisError,)
 except ImportError:  # pragma: no cover - redis comes with channels-redis
     pass
+
+try:
+    from autobahn.exception import Disconnected as CONNECTION_GONE
+except ImportError:  # pragma: no cover - another ASGI server than Daphne
+    CONNECTION_GONE = ()
 
 # Back-off while the channel layer is unreachable: quick to notice its
 # return, without spinning while it is gone.
@@ -69,6 +73,14 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LAYER_RETRY_MAX_SECONDS)
+
+    async def send(self, text_data=None, bytes_data=None, close=False):
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except CONNECTION_GONE:
+            # The client went away between our decision to send and the
+            # write; its disconnect is on its way.
+            self.closing = True
 
     async def dispatch(self, message):
         # Channels >= 4.2 hops to the database thread before every handler to
@@ -202,11 +214,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             credential.is_guest,
             outcome.replaced_channel is not None,
         )
-        try:
-            await live_session_start(session)
-        except DatabaseError:
-            # The admin's view of sessions is bookkeeping; signaling goes on.
-            logger.warning("could not record session username=%s", self.username)
+        live_session_start(session)
 
     async def relay(self, message: Relay) -> None:
         if self.username is None:
@@ -384,10 +392,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 )
         except LAYER_ERRORS:
             logger.warning("could not release or notify peers username=%s", username)
-        try:
-            await live_session_end(channel_name=self.channel_name)
-        except DatabaseError:
-            logger.warning("could not delete session username=%s", username)
+        live_session_end(channel_name=self.channel_name)
         logger.info("sign-out username=%s reason=%s", username, reason)
 
 

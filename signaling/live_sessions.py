@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 
 
 
+# How often the sessions' "last seen" is rewritten.
+LAST_SEEN_EVERY_SECONDS = 60
+
+
 def _from_epoch(seconds: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
 
@@ -84,21 +88,89 @@ def _write_session(session: LocalSession, now: datetime.datetime) -> None:
             continue
 
 
-@database_sync_to_async
+class _PendingWrites:
+    """Session rows to write and delete, batched off the sign-in path.
+
+    One transaction every SIGNALING_SESSION_WRITE_SECONDS instead of one per
+    sign-in and sign-out: a sign-in storm no longer queues behind the
+    database, and a connection that comes and goes within one interval
+    costs no write at all.
+    """
+
+    def __init__(self) -> None:
+        self.starts: dict[str, LocalSession] = {}
+        self.ends: set[str] = set()
+
+    def take(self) -> tuple[list[LocalSession], list[str]]:
+        starts, ends = list(self.starts.values()), list(self.ends)
+        self.starts, self.ends = {}, set()
+        return starts, ends
+
+    def clear(self) -> None:
+        self.starts.clear()
+        self.ends.clear()
+
+
+_pending = _PendingWrites()
+_writers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+# SQLite allows 999 variables per statement in older builds.
+DELETE_CHUNK = 500
+
+
 def live_session_start(session: LocalSession) -> None:
+    """Record a signed-in connection (written with the next batch)."""
+    _pending.starts[session.channel_name] = session
+    _ensure_writer()
+
+
+def live_session_end(*, channel_name: str) -> None:
+    """Forget a connection's row (deleted with the next batch)."""
+    if _pending.starts.pop(channel_name, None) is None:
+        _pending.ends.add(channel_name)
+        _ensure_writer()
+
+
+@database_sync_to_async
+def _write_batch(starts: list[LocalSession], ends: list[str]) -> None:
     now = timezone.now()
     _process_beat(now)
-    _write_session(session, now)
+    for first in range(0, len(ends), DELETE_CHUNK):
+        LiveSession.objects.filter(
+            channel_name__in=ends[first : first + DELETE_CHUNK]
+        ).delete()
+    with transaction.atomic():
+        for session in starts:
+            _write_session(session, now)
 
 
-@database_sync_to_async
-def live_session_end(*, channel_name: str) -> None:
-    LiveSession.objects.filter(channel_name=channel_name).delete()
+async def _writer_loop() -> None:
+    while True:
+        await asyncio.sleep(settings.SIGNALING_SESSION_WRITE_SECONDS)
+        starts, ends = _pending.take()
+        if not starts and not ends:
+            continue
+        try:
+            await _write_batch(starts, ends)
+        except DatabaseError:
+            logger.warning("could not write session rows; retrying", exc_info=True)
+            for session in starts:
+                _pending.starts.setdefault(session.channel_name, session)
+            _pending.ends.update(ends)
+
+
+def _ensure_writer() -> None:
+    loop = asyncio.get_running_loop()
+    task = _writers.get(loop)
+    if task is None or task.done():
+        for other in [key for key in _writers if key.is_closed()]:
+            del _writers[other]
+        _writers[loop] = loop.create_task(_writer_loop())
 
 
 @database_sync_to_async
 def live_sessions_remove_process() -> None:
     """Delete this process and its sessions (the process is stopping)."""
+    _pending.clear()
     ServerProcess.objects.filter(name=PROCESS_NAME).delete()
 
 
@@ -111,14 +183,17 @@ def live_sessions_sweep(*, stale_after: float) -> int:
 
 
 @database_sync_to_async
-def _heartbeat_once(local: list[LocalSession]) -> None:
+def _heartbeat_once(local: list[LocalSession], *, touch_sessions: bool) -> None:
     now = timezone.now()
     if _process_beat(now):
         # The row was swept while this process was alive but silent (stopped,
         # or the database unreachable): write its sessions again.
         for session in local:
             _write_session(session, now)
-    LiveSession.objects.filter(process_id=PROCESS_NAME).update(last_seen=now)
+    if touch_sessions:
+        # Rewriting every row is costly with thousands online: done once a
+        # minute, while the process row says "alive" every beat.
+        LiveSession.objects.filter(process_id=PROCESS_NAME).update(last_seen=now)
     live_sessions_sweep(stale_after=settings.SIGNALING_PROCESS_STALE_SECONDS)
 
 
@@ -135,11 +210,14 @@ async def _refresh_group_memberships(local: list[LocalSession]) -> None:
 async def _heartbeat_loop() -> None:
     interval = settings.SIGNALING_HEARTBEAT_SECONDS
     refresh_every = settings.SIGNALING_GROUP_REFRESH_SECONDS
-    last_refresh = asyncio.get_running_loop().time()
+    last_refresh = last_touch = asyncio.get_running_loop().time()
     while True:
         local = registry.local_sessions()
+        touch = asyncio.get_running_loop().time() - last_touch >= LAST_SEEN_EVERY_SECONDS
+        if touch:
+            last_touch = asyncio.get_running_loop().time()
         try:
-            await _heartbeat_once(local)
+            await _heartbeat_once(local, touch_sessions=touch)
         except DatabaseError:
             logger.warning("heartbeat failed: database unavailable", exc_info=True)
         now = asyncio.get_running_loop().time()

@@ -13,7 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import WebsocketDenier  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from signaling import shutdown  # noqa: E402
+from signaling import server_tuning, shutdown  # noqa: E402
 from signaling.origins import OriginCheckMiddleware  # noqa: E402
 from signaling.routing import websocket_urlpatterns  # noqa: E402
 
@@ -31,3 +31,5 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+server_tuning.apply()

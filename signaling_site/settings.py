@@ -98,7 +98,12 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several threads (and a sweeping cron job) share the file: wait for
     # locks instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=20,
+        # WAL: readers (the admin) never block the session writer; NORMAL
+        # sync is durable enough for rows that are rebuilt on restart.
+        init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    )
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -170,7 +175,9 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # Channels' in-memory layer with per-message cost independent of
+            # the number of connections (signaling/layers.py).
+            "BACKEND": "signaling.layers.SignalingInMemoryChannelLayer",
             "CONFIG": {
                 "capacity": SIGNALING_CHANNEL_CAPACITY,
                 "expiry": SIGNALING_MESSAGE_EXPIRY_SECONDS,
@@ -193,6 +200,11 @@ SIGNALING_PROCESS_STALE_SECONDS = env_number(
 # With Redis: a process whose liveness key is this old is dead, and its
 # users count as offline.
 SIGNALING_PRESENCE_TTL_SECONDS = env_number("SIGNALING_PRESENCE_TTL_SECONDS", 3)
+
+# Session rows are written in batches this often (admin lag, not signaling).
+SIGNALING_SESSION_WRITE_SECONDS = env_number("SIGNALING_SESSION_WRITE_SECONDS", 0.5)
+# How long account usernames are cached (guest sign-ins skip the database).
+SIGNALING_ACCOUNT_CACHE_SECONDS = env_number("SIGNALING_ACCOUNT_CACHE_SECONDS", 30)
 
 # Abuse limits (SECURITY.md). 0 turns a cap off.
 SIGNALING_FRAMES_PER_SECOND = env_number("SIGNALING_FRAMES_PER_SECOND", 50)

@@ -12,6 +12,8 @@ from signaling_site.settings import *  # noqa: E402,F403
 # written from database threads of connections still closing.
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 
+SIGNALING_SESSION_WRITE_SECONDS = 0.05
+
 # Fast hashing: account sign-ins in tests need not cost 100 ms each.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = (  # noqa: F405

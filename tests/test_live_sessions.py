@@ -93,7 +93,7 @@ async def test_a_process_swept_while_alive_writes_its_sessions_again(settings):
 def channel_layers_with_group_expiry(seconds: int) -> dict:
     return {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "signaling.layers.SignalingInMemoryChannelLayer",
             "CONFIG": {"group_expiry": seconds},
         }
     }
