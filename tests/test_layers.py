@@ -1,0 +1,80 @@
+"""The in-memory channel layer keeps Channels' semantics at constant cost."""
+
+import asyncio
+
+import pytest
+from channels.exceptions import ChannelFull
+
+from signaling.layers import SignalingInMemoryChannelLayer
+
+
+async def test_messages_arrive_in_order_and_wake_a_waiting_receiver():
+    layer = SignalingInMemoryChannelLayer()
+    waiting = asyncio.ensure_future(layer.receive("specific.a!1"))
+    await asyncio.sleep(0)
+    await layer.send("specific.a!1", {"type": "x", "n": 1})
+    await layer.send("specific.a!1", {"type": "x", "n": 2})
+    assert (await waiting)["n"] == 1
+    assert (await layer.receive("specific.a!1"))["n"] == 2
+
+
+async def test_a_full_channel_refuses_instead_of_dropping():
+    layer = SignalingInMemoryChannelLayer(capacity=2)
+    await layer.send("specific.a!1", {"type": "x"})
+    await layer.send("specific.a!1", {"type": "x"})
+    with pytest.raises(ChannelFull):
+        await layer.send("specific.a!1", {"type": "x"})
+
+
+async def test_the_receiver_gets_a_copy_of_the_message():
+    layer = SignalingInMemoryChannelLayer()
+    message = {"type": "x", "n": 1}
+    await layer.send("specific.a!1", message)
+    message["n"] = 2
+    assert (await layer.receive("specific.a!1"))["n"] == 1
+
+
+async def test_expired_messages_are_dropped_and_leave_their_groups():
+    layer = SignalingInMemoryChannelLayer(expiry=0)
+    await layer.group_add("g", "specific.a!1")
+    await layer.send("specific.a!1", {"type": "old"})
+    await asyncio.sleep(0.01)
+    layer._clean_expired()
+    assert "specific.a!1" not in layer.groups.get("g", {})
+    assert "specific.a!1" not in layer.channels
+
+
+async def test_group_memberships_expire_unless_renewed():
+    layer = SignalingInMemoryChannelLayer(group_expiry=0.05)
+    await layer.group_add("g", "specific.a!1")
+    await layer.group_add("g", "specific.b!1")
+    await asyncio.sleep(0.1)
+    await layer.group_add("g", "specific.b!1")  # renewed
+    await layer.group_send("g", {"type": "hello"})
+    assert (await layer.receive("specific.b!1"))["type"] == "hello"
+    assert not layer.channels.get("specific.a!1")
+
+
+async def test_a_receive_does_not_sweep_every_channel():
+    """The stock layer walks every queue on each receive: cost per message
+    grew with the number of connections. Here the full sweep runs at most
+    once a second however many messages pass."""
+    layer = SignalingInMemoryChannelLayer()
+    sweeps = 0
+    original = layer._clean_expired
+
+    def counting_sweep():
+        nonlocal sweeps
+        sweeps += 1
+        original()
+
+    layer._clean_expired = counting_sweep
+    idle = [asyncio.ensure_future(layer.receive(f"specific.i!{n}")) for n in range(1000)]
+    await asyncio.sleep(0)
+    sweeps = 0
+    for _ in range(2000):
+        await layer.send("specific.a!1", {"type": "x"})
+        await layer.receive("specific.a!1")
+    for task in idle:
+        task.cancel()
+    assert sweeps <= 1
