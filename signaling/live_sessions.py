@@ -14,7 +14,7 @@ import logging
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from . import protocol
@@ -52,40 +52,6 @@ def _process_beat(now: datetime.datetime) -> bool:
         },
     )
     return True
-
-
-def _write_session(session: LocalSession, now: datetime.datetime) -> None:
-    # One row per name: a takeover overwrites the row of the session it
-    # replaced, whichever process served that one. A write that arrives late,
-    # after a newer session took the name, must not overwrite the newer row.
-    connected_at = _from_epoch(session.connected_at)
-    for _attempt in range(3):
-        try:
-            with transaction.atomic():
-                newer = LiveSession.objects.filter(
-                    username=session.username, connected_at__gt=connected_at
-                ).exclude(channel_name=session.channel_name)
-                if newer.exists():
-                    return
-                LiveSession.objects.filter(channel_name=session.channel_name).exclude(
-                    username=session.username
-                ).delete()
-                LiveSession.objects.update_or_create(
-                    username=session.username,
-                    defaults={
-                        "channel_name": session.channel_name,
-                        "process_id": PROCESS_NAME,
-                        "client_address": session.client_address,
-                        "user_agent": session.user_agent,
-                        "account_id": session.credential.account_id,
-                        "connected_at": connected_at,
-                        "last_seen": now,
-                    },
-                )
-            return
-        except IntegrityError:
-            # Two processes wrote the same name at once; the loser retries.
-            continue
 
 
 class _PendingWrites:
@@ -130,6 +96,44 @@ def live_session_end(*, channel_name: str) -> None:
         _ensure_writer()
 
 
+def _write_sessions(sessions: list[LocalSession], now: datetime.datetime) -> None:
+    """Insert or overwrite many rows at once, one statement per chunk.
+
+    One row per name: a later session of a name overwrites the earlier
+    one's row (sessions arrive here in sign-in order).
+    """
+    latest = {session.username: session for session in sessions}
+    rows = [
+        LiveSession(
+            username=session.username,
+            channel_name=session.channel_name,
+            process_id=PROCESS_NAME,
+            client_address=session.client_address,
+            user_agent=session.user_agent,
+            account_id=session.credential.account_id,
+            connected_at=_from_epoch(session.connected_at),
+            last_seen=now,
+        )
+        for session in latest.values()
+    ]
+    with transaction.atomic():
+        for first in range(0, len(rows), DELETE_CHUNK):
+            LiveSession.objects.bulk_create(
+                rows[first : first + DELETE_CHUNK],
+                update_conflicts=True,
+                unique_fields=["username"],
+                update_fields=[
+                    "channel_name",
+                    "process",
+                    "client_address",
+                    "user_agent",
+                    "account",
+                    "connected_at",
+                    "last_seen",
+                ],
+            )
+
+
 @database_sync_to_async
 def _write_batch(starts: list[LocalSession], ends: list[str]) -> None:
     now = timezone.now()
@@ -138,9 +142,7 @@ def _write_batch(starts: list[LocalSession], ends: list[str]) -> None:
         LiveSession.objects.filter(
             channel_name__in=ends[first : first + DELETE_CHUNK]
         ).delete()
-    with transaction.atomic():
-        for session in starts:
-            _write_session(session, now)
+    _write_sessions(starts, now)
 
 
 async def _writer_loop() -> None:
@@ -188,8 +190,7 @@ def _heartbeat_once(local: list[LocalSession], *, touch_sessions: bool) -> None:
     if _process_beat(now):
         # The row was swept while this process was alive but silent (stopped,
         # or the database unreachable): write its sessions again.
-        for session in local:
-            _write_session(session, now)
+        _write_sessions(local, now)
     if touch_sessions:
         # Rewriting every row is costly with thousands online: done once a
         # minute, while the process row says "alive" every beat.
