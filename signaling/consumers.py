@@ -15,10 +15,12 @@ from django.db import DatabaseError
 from . import protocol
 from .accounts import credential_for
 from .connection_info import client_address, user_agent
+from .ice import IceServers
+from .ice_refresh import SessionIceServers
 from . import shutdown
 from .live_sessions import ensure_heartbeat, live_session_end, live_session_start
 from .presence import Claimed, LocalSession, registry
-from .protocol import ErrorCode, ProtocolError, Relay, SignIn
+from .protocol import ErrorCode, GetIceServers, ProtocolError, Relay, SignIn
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         self.peers: dict[str, str] = {}
         self.client_address = client_address(self.scope)
         self.ended = False
+        self.ice = SessionIceServers(self.send_ice_servers)
         ensure_heartbeat()
         registry.start(on_reclaim)
         shutdown.remember(self)
@@ -101,6 +104,8 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             message = protocol.decode_frame(text_data, bytes_data)
             if isinstance(message, SignIn):
                 await self.sign_in(message)
+            elif isinstance(message, GetIceServers):
+                await self.get_ice_servers()
             else:
                 await self.relay(message)
         except ProtocolError as error:
@@ -216,6 +221,20 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 message.data,
             )
 
+    async def get_ice_servers(self) -> None:
+        if self.username is None:
+            raise ProtocolError(ErrorCode.NOT_SIGNED_IN, "Sign in first")
+        await self.send_ice_servers(self.ice.issue(self.username))
+
+    async def send_ice_servers(self, servers: IceServers) -> None:
+        if self.ended:
+            return
+        await self.send(
+            text_data=protocol.ice_servers_frame(
+                self.username, ice_servers=servers.servers, expires_at=servers.expires_at
+            )
+        )
+
     async def send_error(self, code: ErrorCode, message: str) -> None:
         logger.info(
             "error username=%s address=%s code=%s",
@@ -230,7 +249,9 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
     def _signed_in_frame(self) -> str:
         assert self.session is not None
         return protocol.signed_in_frame(
-            self.session.username, guest=self.session.credential.is_guest
+            self.session.username,
+            guest=self.session.credential.is_guest,
+            ice_servers=self.ice.issue(self.session.username).servers,
         )
 
     # Channel-layer events.
@@ -305,6 +326,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
 
     async def end(self, reason: str) -> None:
         """Release the name and tell peers, once, before the socket goes."""
+        self.ice.stop()
         if self.ended or self.username is None:
             self.ended = True
             return
@@ -341,6 +363,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         is released here one by one.
         """
         self.ended = True
+        self.ice.stop()
         try:
             await self.send(text_data=protocol.reconnect_frame(self.username))
             await self.close(code=int(protocol.CloseCode.SERVER_STOPPING))

@@ -194,6 +194,16 @@ SIGNALING_PROCESS_STALE_SECONDS = env_number(
 # users count as offline.
 SIGNALING_PRESENCE_TTL_SECONDS = env_number("SIGNALING_PRESENCE_TTL_SECONDS", 3)
 
+# ICE servers handed to clients (signaling/ice.py); checked at start.
+SIGNALING_STUN_URLS = env_list("SIGNALING_STUN_URLS")
+SIGNALING_TURN_URLS = env_list("SIGNALING_TURN_URLS")
+SIGNALING_TURN_USERNAME = os.environ.get("SIGNALING_TURN_USERNAME", "")
+SIGNALING_TURN_CREDENTIAL = os.environ.get("SIGNALING_TURN_CREDENTIAL", "")
+SIGNALING_TURN_SECRET = os.environ.get("SIGNALING_TURN_SECRET", "")
+SIGNALING_TURN_CREDENTIAL_TTL_SECONDS = int(
+    env_number("SIGNALING_TURN_CREDENTIAL_TTL_SECONDS", 3600)
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
