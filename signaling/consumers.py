@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from channels.consumer import get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
@@ -12,7 +13,7 @@ from channels.utils import await_many_dispatch
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.db import DatabaseError
 
-from . import protocol
+from . import metrics, protocol
 from .accounts import credential_for
 from .connection_info import client_address, user_agent
 from .ice import IceServers
@@ -66,6 +67,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             try:
                 return await self.channel_layer.receive(self.channel_name)
             except LAYER_ERRORS:
+                metrics.layer_failed("receive")
                 logger.warning(
                     "channel layer receive failed; retrying in %.1fs", delay, exc_info=True
                 )
@@ -100,6 +102,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         """Called with every client frame; bad frames become Error frames."""
+        message = None
         try:
             message = protocol.decode_frame(text_data, bytes_data)
             if isinstance(message, SignIn):
@@ -109,8 +112,11 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             else:
                 await self.relay(message)
         except ProtocolError as error:
+            metrics.request_failed(message, error.code)
             await self.send_error(error.code, error.message)
         except LAYER_ERRORS:
+            metrics.layer_failed("request")
+            metrics.request_failed(message, ErrorCode.SERVICE_UNAVAILABLE)
             # The channel layer (Redis) is unreachable: say so instead of
             # letting the socket die with a 1011 traceback.
             logger.warning(
@@ -160,6 +166,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 outcome.replaced_channel, {"type": "session.replaced"}
             )
         await self.send(text_data=self._signed_in_frame())
+        metrics.sign_in_succeeded(replaced=outcome.replaced_channel is not None)
         logger.info(
             "sign-in username=%s address=%s guest=%s replaced=%s",
             self.username,
@@ -174,6 +181,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             logger.warning("could not record session username=%s", self.username)
 
     async def relay(self, message: Relay) -> None:
+        started = time.perf_counter()
         if self.username is None:
             raise ProtocolError(ErrorCode.NOT_SIGNED_IN, "Sign in first")
         if (
@@ -202,15 +210,18 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             # send raises, so the sender can be told.
             await self.channel_layer.send(target_channel, event)
         except ChannelFull:
+            metrics.layer_failed("full")
             raise ProtocolError(
                 ErrorCode.TARGET_BUSY,
                 "The target is not keeping up with its messages; try again later",
             ) from None
         except LAYER_ERRORS:
+            metrics.layer_failed("send")
             logger.warning("relay failed username=%s", self.username, exc_info=True)
             raise ProtocolError(
                 ErrorCode.RELAY_FAILED, "Could not deliver the message; try again"
             ) from None
+        metrics.relayed(message.type, started=started)
         self.peers[message.target] = target_channel
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -236,6 +247,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def send_error(self, code: ErrorCode, message: str) -> None:
+        metrics.error_sent(code)
         logger.info(
             "error username=%s address=%s code=%s",
             self.username,
@@ -306,6 +318,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         if self.ended:
             return
         await self.end("disconnected")
+        metrics.error_sent(ErrorCode.DISCONNECTED_BY_ADMIN)
         await self.send(
             text_data=protocol.error_frame(
                 ErrorCode.DISCONNECTED_BY_ADMIN, event["reason"], target=self.username
@@ -348,6 +361,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                     },
                 )
         except LAYER_ERRORS:
+            metrics.layer_failed("release")
             logger.warning("could not release or notify peers username=%s", username)
         try:
             await live_session_end(channel_name=self.channel_name)

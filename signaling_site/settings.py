@@ -204,6 +204,10 @@ SIGNALING_TURN_CREDENTIAL_TTL_SECONDS = int(
     env_number("SIGNALING_TURN_CREDENTIAL_TTL_SECONDS", 3600)
 )
 
+# GET /metrics answers 404 unless one of these is set.
+SIGNALING_METRICS_TOKEN = os.environ.get("SIGNALING_METRICS_TOKEN", "")
+SIGNALING_METRICS_ALLOWED_IPS = env_list("SIGNALING_METRICS_ALLOWED_IPS")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
