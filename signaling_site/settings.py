@@ -208,14 +208,22 @@ SIGNALING_TURN_CREDENTIAL_TTL_SECONDS = int(
 SIGNALING_METRICS_TOKEN = os.environ.get("SIGNALING_METRICS_TOKEN", "")
 SIGNALING_METRICS_ALLOWED_IPS = env_list("SIGNALING_METRICS_ALLOWED_IPS")
 
+# "plain" lines, or "json": one JSON object per line.
+SIGNALING_LOG_FORMAT = os.environ.get("SIGNALING_LOG_FORMAT", "plain").strip().lower()
+if SIGNALING_LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(
+        f"SIGNALING_LOG_FORMAT must be plain or json, not {SIGNALING_LOG_FORMAT!r}"
+    )
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "signaling.log_format.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": SIGNALING_LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
