@@ -14,7 +14,7 @@ import time
 
 import pytest
 from aioice import stun
-from aioice.turn import create_turn_endpoint
+from aioice.turn import TurnClientUdpProtocol, create_turn_endpoint
 from aiortc import RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
@@ -179,4 +179,39 @@ async def test_names_coturn_would_silently_drop_still_get_working_credentials(
     for name in ['Jo "the" Doe', "名前 OR 1=1", "back\\slash"]:
         client, turn = await issued_turn(server, name)
         await allocate(turn_server, turn["username"], turn["credential"])
+        await client.close()
+
+
+async def test_an_allocation_made_in_time_outlives_its_credentials(
+    turn_signaling, turn_server
+):
+    # So a transfer relayed through coturn does not break when the
+    # credentials it started with expire; only new allocations need fresh ones.
+    server = turn_signaling(SIGNALING_TURN_CREDENTIAL_TTL_SECONDS="1")
+    client, turn = await issued_turn(server, "alice")
+    expiry = int(turn["username"].split(":")[0])
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: TurnClientUdpProtocol(
+            turn_server.address,
+            username=turn["username"],
+            password=turn["credential"],
+            lifetime=600,
+            channel_refresh_time=500,
+        ),
+        remote_addr=turn_server.address,
+    )
+    try:
+        await asyncio.wait_for(protocol.connect(), 5)
+        await asyncio.sleep(max(0.0, expiry + 1.1 - time.time()))
+        await assert_refused(turn_server, turn["username"], turn["credential"])
+        refresh = stun.Message(
+            message_method=stun.Method.REFRESH, message_class=stun.Class.REQUEST
+        )
+        refresh.attributes["LIFETIME"] = 600
+        response, _ = await asyncio.wait_for(protocol.request_with_retry(refresh), 5)
+        assert response.attributes["LIFETIME"] == 600
+    finally:
+        await asyncio.wait_for(protocol.delete(), 5)
+        transport.close()
         await client.close()
