@@ -233,18 +233,19 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             )
 
     async def get_ice_servers(self) -> None:
+        """Called with GetIceServers: answer with fresh ICE servers."""
         if self.username is None:
             raise ProtocolError(ErrorCode.NOT_SIGNED_IN, "Sign in first")
         await self.send_ice_servers(self.ice.issue(self.username))
 
     async def send_ice_servers(self, servers: IceServers) -> None:
+        """Send an IceServers frame (also called by the refresh timer)."""
         if self.ended:
             return
-        await self.send(
-            text_data=protocol.ice_servers_frame(
-                self.username, ice_servers=servers.servers, expires_at=servers.expires_at
-            )
+        frame = protocol.ice_servers_frame(
+            self.username, ice_servers=servers.servers, expires_at=servers.expires_at
         )
+        await self.send(text_data=frame)
 
     async def send_error(self, code: ErrorCode, message: str) -> None:
         metrics.error_sent(code)

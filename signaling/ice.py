@@ -51,10 +51,14 @@ class IceConfig:
     def __post_init__(self) -> None:
         for url in self.stun_urls:
             if not url.startswith(STUN_SCHEMES):
-                raise ValueError(f"STUN URL must start with stun: or stuns:, not {url!r}")
+                raise ValueError(
+                    f"STUN URL must start with stun: or stuns:, not {url!r}"
+                )
         for url in self.turn_urls:
             if not url.startswith(TURN_SCHEMES):
-                raise ValueError(f"TURN URL must start with turn: or turns:, not {url!r}")
+                raise ValueError(
+                    f"TURN URL must start with turn: or turns:, not {url!r}"
+                )
         static = bool(self.turn_username or self.turn_credential)
         if self.turn_secret and static:
             raise ValueError(

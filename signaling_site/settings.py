@@ -223,7 +223,10 @@ LOGGING = {
         "json": {"()": "signaling.log_format.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": SIGNALING_LOG_FORMAT},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": SIGNALING_LOG_FORMAT,
+        },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {

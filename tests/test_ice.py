@@ -34,7 +34,9 @@ def test_static_turn_credentials_are_handed_out_as_configured():
 
 
 def test_shared_secret_mints_turn_rest_credentials_for_the_signed_in_name():
-    config = IceConfig(turn_urls=TURN, turn_secret="s3cret", credential_ttl_seconds=3600)
+    config = IceConfig(
+        turn_urls=TURN, turn_secret="s3cret", credential_ttl_seconds=3600
+    )
     issued = ice_servers_for(config, username="alice", now=NOW)
     # Expected values computed independently:
     # printf '%s' 1700003600:alice | openssl dgst -sha1 -hmac s3cret -binary | base64
@@ -54,7 +56,9 @@ def test_names_coturn_would_drop_are_percent_encoded_in_the_turn_username():
     username = ice.turn_rest_username('a b"c', expires_at=1_700_003_600)
     assert username == "1700003600:a%20b%22c"
     # printf '%s' '1700003600:a%20b%22c' | openssl dgst -sha1 -hmac s3cret ...
-    assert ice.turn_rest_credential("s3cret", username) == "tag8YXnLsNDix2COPp6EPrWTVRw="
+    assert (
+        ice.turn_rest_credential("s3cret", username) == "tag8YXnLsNDix2COPp6EPrWTVRw="
+    )
     for name in ["名前", "x:y", "a\\b", "it's", "a OR b", "🙂"]:
         encoded = ice.turn_rest_username(name, expires_at=1)
         assert encoded.count(":") == 1

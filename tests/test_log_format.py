@@ -1,5 +1,6 @@
 """Log lines: JSON on request, and never passwords, SDP or candidates."""
 
+import asyncio
 import datetime
 import json
 import logging
@@ -92,7 +93,9 @@ async def test_logs_of_a_session_hold_no_password_sdp_or_candidate(
     assert any("code=username_taken" in line for line in ours)
     if log_format == "json":
         # Daphne's own access lines (WSCONNECT ...) keep Daphne's format.
-        entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        entries = [
+            json.loads(line) for line in log.splitlines() if line.startswith("{")
+        ]
         assert {entry["logger"] for entry in entries} >= {"signaling.consumers"}
         assert all(not line.startswith("20") for line in ours)
         for entry in entries:
@@ -107,8 +110,12 @@ async def test_a_real_server_serves_metrics_to_the_token_holder(start_server):
         server.http_url + "/metrics",
         headers={"Authorization": "Bearer real-server-token"},
     )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        body = response.read().decode()
+
+    def fetch() -> str:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.read().decode()
+
+    body = await asyncio.to_thread(fetch)
     assert "signaling_users_signed_in 1.0" in body
     assert 'signaling_sign_ins_total{outcome="ok"} 1.0' in body
     await client.close()

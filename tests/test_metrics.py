@@ -98,7 +98,12 @@ async def test_with_a_token_and_addresses_both_must_pass(async_client, settings)
 
 def test_access_rules_without_http():
     def status(**kwargs):
-        defaults = dict(token="", allowed=[], authorization=None, address="127.0.0.1")
+        defaults = {
+            "token": "",
+            "allowed": [],
+            "authorization": None,
+            "address": "127.0.0.1",
+        }
         return access_status(**{**defaults, **kwargs})
 
     assert status() == 404

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from aioice import stun
 
-TURNSERVER = Path(os.environ.get("TURNSERVER") or shutil.which("turnserver") or "/usr/bin/turnserver")
+TURNSERVER = Path(
+    os.environ.get("TURNSERVER") or shutil.which("turnserver") or "/usr/bin/turnserver"
+)
 MISSING_TURNSERVER = f"""
 coturn's turnserver is missing at {TURNSERVER}: the TURN tests cannot run.
 Install Debian's package as root:  apt-get update && apt-get install -y coturn
