@@ -88,12 +88,13 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         """Called when the handshake arrives (the Origin was already checked)."""
         self.username: str | None = None
         self.session: LocalSession | None = None
+        # Before anything that may end the connection early: end() stops it.
+        self.ice = SessionIceServers(self.send_ice_servers)
         # Users this session exchanged signaling with, and their channels:
         # they are told when this session ends.
         self.peers: dict[str, str] = {}
         self.client_address = client_address(self.scope)
         self.ended = False
-        self.ice = SessionIceServers(self.send_ice_servers)
         ensure_heartbeat()
         registry.start(on_reclaim)
         shutdown.remember(self)
