@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core.exceptions import ImproperlyConfigured
 
 
 class SignalingConfig(AppConfig):
@@ -15,3 +16,21 @@ class SignalingConfig(AppConfig):
         user_model = get_user_model()
         post_save.connect(account_names.invalidate, sender=user_model, weak=False)
         post_delete.connect(account_names.invalidate, sender=user_model, weak=False)
+
+        # Refuse to start with settings that would fail at the first
+        # sign-in or scrape.
+        from django.conf import settings
+
+        from .ice import IceConfig
+        from .metrics import parse_networks
+
+        try:
+            IceConfig.from_settings(settings)
+        except ValueError as error:
+            raise ImproperlyConfigured(f"ICE servers: {error}") from None
+        try:
+            parse_networks(settings.SIGNALING_METRICS_ALLOWED_IPS)
+        except ValueError as error:
+            raise ImproperlyConfigured(
+                f"SIGNALING_METRICS_ALLOWED_IPS: {error}"
+            ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from channels.consumer import get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
@@ -11,12 +12,14 @@ from channels.layers import get_channel_layer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from . import guards, protocol, shutdown
+from . import guards, metrics, protocol, shutdown
 from .accounts import credential_for
 from .connection_info import client_address, user_agent
+from .ice import IceServers
+from .ice_refresh import SessionIceServers
 from .live_sessions import ensure_heartbeat, live_session_end, live_session_start
 from .presence import Claimed, LocalSession, registry
-from .protocol import ErrorCode, ProtocolError, Relay, SignIn
+from .protocol import ErrorCode, GetIceServers, ProtocolError, Relay, SignIn
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             try:
                 return await self.channel_layer.receive(self.channel_name)
             except LAYER_ERRORS:
+                metrics.layer_failed("receive")
                 logger.warning(
                     "channel layer receive failed; retrying in %.1fs", delay, exc_info=True
                 )
@@ -115,6 +119,8 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         """Called when the handshake arrives (the Origin was already checked)."""
         self.username: str | None = None
         self.session: LocalSession | None = None
+        # Before anything that may end the connection early: end() stops it.
+        self.ice = SessionIceServers(self.send_ice_servers)
         # Users this session exchanged signaling with, and their channels:
         # they are told when this session ends.
         self.peers: dict[str, str] = {}
@@ -158,15 +164,21 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             else:
                 await self.close_with(protocol.CloseCode.RATE_LIMITED)
             return
+        message = None
         try:
             message = protocol.decode_frame(text_data, bytes_data)
             if isinstance(message, SignIn):
                 await self.sign_in(message)
+            elif isinstance(message, GetIceServers):
+                await self.get_ice_servers()
             else:
                 await self.relay(message)
         except ProtocolError as error:
+            metrics.request_failed(message, error.code)
             await self.send_error(error.code, error.message)
         except LAYER_ERRORS:
+            metrics.layer_failed("request")
+            metrics.request_failed(message, ErrorCode.SERVICE_UNAVAILABLE)
             # The channel layer (Redis) is unreachable: say so instead of
             # letting the socket die with a 1011 traceback.
             logger.warning(
@@ -226,6 +238,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                 outcome.replaced_channel, {"type": "session.replaced"}
             )
         await self.send(text_data=self._signed_in_frame())
+        metrics.sign_in_succeeded(replaced=outcome.replaced_channel is not None)
         logger.info(
             "sign-in username=%s address=%s guest=%s replaced=%s",
             self.username,
@@ -236,6 +249,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         live_session_start(session)
 
     async def relay(self, message: Relay) -> None:
+        started = time.perf_counter()
         if self.username is None:
             raise ProtocolError(ErrorCode.NOT_SIGNED_IN, "Sign in first")
         if (
@@ -264,15 +278,18 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             # send raises, so the sender can be told.
             await self.channel_layer.send(target_channel, event)
         except ChannelFull:
+            metrics.layer_failed("full")
             raise ProtocolError(
                 ErrorCode.TARGET_BUSY,
                 "The target is not keeping up with its messages; try again later",
             ) from None
         except LAYER_ERRORS:
+            metrics.layer_failed("send")
             logger.warning("relay failed username=%s", self.username, exc_info=True)
             raise ProtocolError(
                 ErrorCode.RELAY_FAILED, "Could not deliver the message; try again"
             ) from None
+        metrics.relayed(message.type, started=started)
         self.peers[message.target] = target_channel
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -296,7 +313,23 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         # Autobahn accepts only a plain int as a close code.
         await self.close(code=int(code))
 
+    async def get_ice_servers(self) -> None:
+        """Called with GetIceServers: answer with fresh ICE servers."""
+        if self.username is None:
+            raise ProtocolError(ErrorCode.NOT_SIGNED_IN, "Sign in first")
+        await self.send_ice_servers(self.ice.issue(self.username))
+
+    async def send_ice_servers(self, servers: IceServers) -> None:
+        """Send an IceServers frame (also called by the refresh timer)."""
+        if self.ended:
+            return
+        frame = protocol.ice_servers_frame(
+            self.username, ice_servers=servers.servers, expires_at=servers.expires_at
+        )
+        await self.send(text_data=frame)
+
     async def send_error(self, code: ErrorCode, message: str) -> None:
+        metrics.error_sent(code)
         logger.info(
             "error username=%s address=%s code=%s",
             self.username,
@@ -310,7 +343,9 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
     def _signed_in_frame(self) -> str:
         assert self.session is not None
         return protocol.signed_in_frame(
-            self.session.username, guest=self.session.credential.is_guest
+            self.session.username,
+            guest=self.session.credential.is_guest,
+            ice_servers=self.ice.issue(self.session.username).servers,
         )
 
     # Channel-layer events.
@@ -364,6 +399,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         if self.ended:
             return
         await self.end("disconnected")
+        metrics.error_sent(ErrorCode.DISCONNECTED_BY_ADMIN)
         await self.send(
             text_data=protocol.error_frame(
                 ErrorCode.DISCONNECTED_BY_ADMIN, event["reason"], target=self.username
@@ -389,6 +425,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
 
     async def end(self, reason: str) -> None:
         """Release the name and tell peers, once, before the socket goes."""
+        self.ice.stop()
         if self.ended or self.username is None:
             self.ended = True
             return
@@ -410,6 +447,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
                     },
                 )
         except LAYER_ERRORS:
+            metrics.layer_failed("release")
             logger.warning("could not release or notify peers username=%s", username)
         live_session_end(channel_name=self.channel_name)
         logger.info("sign-out username=%s reason=%s", username, reason)
@@ -422,6 +460,7 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         is released here one by one.
         """
         self.ended = True
+        self.ice.stop()
         try:
             await self.send(text_data=protocol.reconnect_frame(self.username))
             await self.close_with(protocol.CloseCode.SERVER_STOPPING)

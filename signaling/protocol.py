@@ -19,6 +19,9 @@ Client to server
 ``DeclineConnection {target, data?}``
     An extension: refuse a StartConnection from ``target``; ``data`` may
     carry a reason string. Relayed like the others.
+``GetIceServers {}``
+    An extension: ask for ICE servers (fresh TURN credentials) now; answered
+    with ``IceServers``. Needs a signed-in session.
 
 A ``username`` field on a relay frame is optional; when present it must equal
 the signed-in name (the server stamps the sender, nobody speaks for others).
@@ -28,8 +31,14 @@ Server to client
 Relayed frames
     ``{type, username: <sender>, target: <recipient>, data}``.
 ``SignedIn``
-    ``{type, username: "server", target: <you>, data: {...}}`` acknowledges a
-    sign-in.
+    ``{type, username: "server", target: <you>, data: {"guest": bool,
+    "iceServers": [...]}}`` acknowledges a sign-in; ``iceServers`` is the
+    browser's ``RTCIceServer`` list (STUN, TURN with this session's
+    credentials), possibly empty.
+``IceServers``
+    ``{type, username: "server", target: <you>, data: {"iceServers": [...],
+    "expiresAt": <unix time or null>}}`` answers ``GetIceServers``, and is
+    sent unasked before the TURN credentials handed out earlier expire.
 ``PeerLeft``
     ``{type, username: <peer>, target: <you>, data: {"reason": ...}}``: a
     user you exchanged signaling with in this session has gone.
@@ -75,8 +84,11 @@ class MessageType(str, enum.Enum):
     ICE_CANDIDATES = "IceCandidates"
     # An extension: the addressee of a StartConnection says no.
     DECLINE_CONNECTION = "DeclineConnection"
+    # An extension: ask for ICE servers (fresh TURN credentials).
+    GET_ICE_SERVERS = "GetIceServers"
     # Server to client only.
     SIGNED_IN = "SignedIn"
+    ICE_SERVERS = "IceServers"
     PEER_LEFT = "PeerLeft"
     SESSION_REPLACED = "SessionReplaced"
     RECONNECT = "Reconnect"
@@ -92,7 +104,7 @@ RELAY_TYPES = frozenset(
         MessageType.DECLINE_CONNECTION,
     }
 )
-CLIENT_TYPES = RELAY_TYPES | {MessageType.SIGN_IN}
+CLIENT_TYPES = RELAY_TYPES | {MessageType.SIGN_IN, MessageType.GET_ICE_SERVERS}
 
 
 class ErrorCode(str, enum.Enum):
@@ -168,7 +180,12 @@ class Relay:
     claimed_username: str | None
 
 
-Message = SignIn | Relay
+@dataclass(frozen=True, slots=True)
+class GetIceServers:
+    pass
+
+
+Message = SignIn | Relay | GetIceServers
 
 
 def _reject_constant(name: str) -> Any:
@@ -220,6 +237,9 @@ def decode_message(content: Any) -> Message:
         )
     if message_type is MessageType.SIGN_IN:
         return _decode_sign_in(content)
+    if message_type is MessageType.GET_ICE_SERVERS:
+        # No fields; any sent are ignored like unknown fields elsewhere.
+        return GetIceServers()
     return _decode_relay(message_type, content)
 
 
@@ -317,13 +337,28 @@ def error_frame(code: ErrorCode, message: str, *, target: str | None) -> str:
     )
 
 
-def signed_in_frame(username: str, *, guest: bool) -> str:
+def signed_in_frame(
+    username: str, *, guest: bool, ice_servers: list[dict[str, Any]]
+) -> str:
     return encode(
         {
             "type": MessageType.SIGNED_IN.value,
             "username": SERVER_NAME,
             "target": username,
-            "data": {"guest": guest},
+            "data": {"guest": guest, "iceServers": ice_servers},
+        }
+    )
+
+
+def ice_servers_frame(
+    username: str, *, ice_servers: list[dict[str, Any]], expires_at: int | None
+) -> str:
+    return encode(
+        {
+            "type": MessageType.ICE_SERVERS.value,
+            "username": SERVER_NAME,
+            "target": username,
+            "data": {"iceServers": ice_servers, "expiresAt": expires_at},
         }
     )
 

@@ -3,11 +3,16 @@ import time
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 
+from .connection_info import client_address
+from .metrics import access_status as metrics_access_status
 from .presence import registry
 
 # A health probe must answer well inside a platform's check timeout.
@@ -81,3 +86,26 @@ def app(request):
         sockets=f"ws://{host} wss://{host}"
     )
     return response
+
+
+@require_safe
+async def metrics(request):
+    """Prometheus metrics of this process; off unless a token or IPs are set."""
+    status = metrics_access_status(
+        token=settings.SIGNALING_METRICS_TOKEN,
+        allowed=settings.SIGNALING_METRICS_ALLOWED_IPS,
+        authorization=request.headers.get("Authorization"),
+        # Under ASGI (Daphne) the scope carries the socket peer.
+        address=client_address(getattr(request, "scope", {})),
+    )
+    if status == 404:
+        raise Http404
+    if status == 401:
+        response = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    if status == 403:
+        return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
+    # The classic text format unless the scraper asks for OpenMetrics.
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return HttpResponse(encoder(REGISTRY), content_type=content_type)

@@ -225,14 +225,39 @@ SIGNALING_MAX_CONNECTIONS_PER_ADDRESS = int(
 )
 SIGNALING_MAX_CONNECTIONS = int(env_number("SIGNALING_MAX_CONNECTIONS", 20000))
 
+# ICE servers handed to clients (signaling/ice.py); checked at start.
+SIGNALING_STUN_URLS = env_list("SIGNALING_STUN_URLS")
+SIGNALING_TURN_URLS = env_list("SIGNALING_TURN_URLS")
+SIGNALING_TURN_USERNAME = os.environ.get("SIGNALING_TURN_USERNAME", "")
+SIGNALING_TURN_CREDENTIAL = os.environ.get("SIGNALING_TURN_CREDENTIAL", "")
+SIGNALING_TURN_SECRET = os.environ.get("SIGNALING_TURN_SECRET", "")
+SIGNALING_TURN_CREDENTIAL_TTL_SECONDS = int(
+    env_number("SIGNALING_TURN_CREDENTIAL_TTL_SECONDS", 3600)
+)
+
+# GET /metrics answers 404 unless one of these is set.
+SIGNALING_METRICS_TOKEN = os.environ.get("SIGNALING_METRICS_TOKEN", "")
+SIGNALING_METRICS_ALLOWED_IPS = env_list("SIGNALING_METRICS_ALLOWED_IPS")
+
+# "plain" lines, or "json": one JSON object per line.
+SIGNALING_LOG_FORMAT = os.environ.get("SIGNALING_LOG_FORMAT", "plain").strip().lower()
+if SIGNALING_LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(
+        f"SIGNALING_LOG_FORMAT must be plain or json, not {SIGNALING_LOG_FORMAT!r}"
+    )
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "signaling.log_format.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": SIGNALING_LOG_FORMAT,
+        },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {

@@ -8,6 +8,7 @@ from signaling import guards
 from signaling.presence import registry
 from tests.redis_server import RedisServer
 from tests.servers import DaphneServer, base_environment, migrate, sqlite_copy
+from tests.turn_server import TurnServer
 
 
 @pytest.fixture(autouse=True)
@@ -59,6 +60,17 @@ def server(start_server):
 def redis_server(tmp_path):
     """A throwaway Redis this test may stop and restart."""
     server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def turn_server(tmp_path):
+    """A real coturn accepting TURN REST credentials made with its secret.
+
+    Fails (never skips) when coturn is not installed.
+    """
+    server = TurnServer(tmp_path, secret="turn-test-secret-0123456789")
     yield server
     server.stop()
 

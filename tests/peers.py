@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,11 +146,23 @@ class Peer:
     _loop_task: asyncio.Task | None = None
 
     @classmethod
-    async def sign_in(cls, url: str, name: str) -> Peer:
+    async def sign_in(
+        cls,
+        url: str,
+        name: str,
+        *,
+        configuration: Callable[[dict], RTCConfiguration] | None = None,
+    ) -> Peer:
+        """Sign in; ``configuration`` makes the peer connection's settings
+        from the SignedIn frame (e.g. its ICE servers)."""
         client = await Client.connect(url)
         reply = await client.sign_in(name)
         assert reply["type"] == "SignedIn", reply
-        peer = cls(name=name, client=client)
+        if configuration is None:
+            peer = cls(name=name, client=client)
+        else:
+            pc = RTCPeerConnection(configuration(reply))
+            peer = cls(name=name, client=client, pc=pc)
         peer.pc.on("datachannel", peer._channel_arrived)
         peer.pc.on("track", peer.tracks.put_nowait)
         peer._loop_task = asyncio.create_task(peer._signaling_loop())

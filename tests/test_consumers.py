@@ -58,7 +58,7 @@ async def test_sign_in_is_acknowledged():
         "type": "SignedIn",
         "username": "server",
         "target": "alice",
-        "data": {"guest": True},
+        "data": {"guest": True, "iceServers": []},
     }
 
 

@@ -30,6 +30,7 @@ BAD_FRAMES = [
     ('{"type":"signin","username":"a"}', ErrorCode.UNKNOWN_TYPE),
     ('{"type":"Error","data":"x"}', ErrorCode.UNKNOWN_TYPE),
     ('{"type":"SignedIn"}', ErrorCode.UNKNOWN_TYPE),
+    ('{"type":"IceServers"}', ErrorCode.UNKNOWN_TYPE),
     ('{"type":"SignIn"}', ErrorCode.INVALID_USERNAME),
     ('{"type":"SignIn","username":7}', ErrorCode.INVALID_USERNAME),
     ('{"type":"SignIn","username":""}', ErrorCode.INVALID_USERNAME),
@@ -134,11 +135,34 @@ def test_group_names_are_safe_for_any_username():
 
 def test_server_frames_keep_the_original_envelope():
     for frame in [
-        protocol.signed_in_frame("alice", guest=True),
+        protocol.signed_in_frame("alice", guest=True, ice_servers=[]),
+        protocol.ice_servers_frame("alice", ice_servers=[], expires_at=None),
         protocol.peer_left_frame("bob", target="alice", reason="disconnected"),
         protocol.session_replaced_frame("alice"),
     ]:
         assert list(json.loads(frame))[:4] == ["type", "username", "target", "data"]
+
+
+def test_get_ice_servers_has_no_fields_and_ignores_extra_ones():
+    for frame in ['{"type":"GetIceServers"}', '{"type":"GetIceServers","data":5}']:
+        assert protocol.decode_frame(frame) == protocol.GetIceServers()
+
+
+def test_signed_in_and_ice_servers_frames_carry_the_server_list():
+    servers = [{"urls": ["stun:stun.example.com:3478"]}]
+    signed_in = json.loads(
+        protocol.signed_in_frame("alice", guest=False, ice_servers=servers)
+    )
+    assert signed_in["data"] == {"guest": False, "iceServers": servers}
+    fresh = json.loads(
+        protocol.ice_servers_frame("alice", ice_servers=servers, expires_at=1700000000)
+    )
+    assert fresh == {
+        "type": "IceServers",
+        "username": "server",
+        "target": "alice",
+        "data": {"iceServers": servers, "expiresAt": 1700000000},
+    }
 
 
 def test_a_lone_surrogate_in_data_still_encodes_to_utf8():

@@ -1,0 +1,74 @@
+"""One connection's ICE servers, pushed again before their credentials expire.
+
+With a TURN secret every issue mints credentials valid for
+``SIGNALING_TURN_CREDENTIAL_TTL_SECONDS``; a timer pushes fresh ones when 80 %
+of that has passed. The timer is an event-loop ``TimerHandle`` (a few hundred
+bytes, no task or coroutine while it waits), so 15,000 idle connections cost
+a heap of 15,000 handles and nothing per loop iteration; a task exists only
+for the moment a push is being sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from django.conf import settings
+
+from .ice import IceConfig, IceServers, ice_servers_for
+
+logger = logging.getLogger(__name__)
+
+
+def ice_config() -> IceConfig:
+    """The deployment's ICE servers (validated at start by the app config)."""
+    return IceConfig.from_settings(settings)
+
+
+class SessionIceServers:
+    """Issues a connection's ICE servers and keeps them fresh while it lives."""
+
+    def __init__(self, push: Callable[[IceServers], Awaitable[None]]) -> None:
+        # Sends an IceServers frame to the client.
+        self._push = push
+        self._username: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def issue(self, username: str) -> IceServers:
+        """Return fresh ICE servers for ``username`` and restart the timer."""
+        issued = ice_servers_for(ice_config(), username=username, now=time.time())
+        self._username = username
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if issued.refresh_in is not None:
+            self._timer = asyncio.get_running_loop().call_later(
+                issued.refresh_in, self._due
+            )
+        return issued
+
+    def stop(self) -> None:
+        """Stop pushing (the session ended)."""
+        self._username = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _due(self) -> None:
+        self._timer = None
+        if self._username is not None:
+            self._task = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        username = self._username
+        if username is None:
+            return
+        try:
+            await self._push(self.issue(username))
+        except Exception:
+            # The socket is gone without a disconnect: stop, do not retry.
+            self.stop()
+            logger.warning("could not push fresh ICE servers username=%s", username)

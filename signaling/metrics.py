@@ -1,0 +1,142 @@
+"""Prometheus metrics of this process, and who may read them.
+
+Every figure is per process (prometheus_client's default registry): scrape
+each instance, and sum across them in queries. The consumer calls the small
+functions below at the points where things happen; the two gauges are read
+from live state at scrape time, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import time
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+from . import shutdown
+from .presence import registry
+from .protocol import RELAY_TYPES, ErrorCode, Message, MessageType, SignIn
+
+# The *_created series (when each counter was made) double the output and
+# tell nothing the process start time does not.
+disable_created_metrics()
+
+CONNECTIONS_OPEN = Gauge(
+    "signaling_connections_open",
+    "WebSocket connections open on this process, signed in or not.",
+)
+CONNECTIONS_OPEN.set_function(shutdown.open_connections)
+
+USERS_SIGNED_IN = Gauge(
+    "signaling_users_signed_in",
+    "Users signed in on this process.",
+)
+USERS_SIGNED_IN.set_function(lambda: len(registry))
+
+SIGN_INS = Counter(
+    "signaling_sign_ins",
+    "Sign-in attempts by outcome: ok, replaced (took a name over from another "
+    "connection) or the error code that refused it.",
+    ["outcome"],
+)
+RELAYED_FRAMES = Counter(
+    "signaling_relayed_frames",
+    "Frames handed to the channel layer for their target, by type.",
+    ["type"],
+)
+ERRORS = Counter(
+    "signaling_errors",
+    "Error frames sent to clients, by code.",
+    ["code"],
+)
+RELAY_SECONDS = Histogram(
+    "signaling_relay_seconds",
+    "Time from a validated relay frame to the channel layer accepting it for "
+    "the target: the target look-up plus the layer's send (each a Redis round "
+    "trip with REDIS_URL). Excludes time queued in Daphne and delivery.",
+    buckets=(0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+LAYER_FAILURES = Counter(
+    "signaling_channel_layer_failures",
+    "Channel layer (or Redis presence) operations that failed, by operation: "
+    "receive, send, full (target channel full), request (a sign-in or look-up), "
+    "release.",
+    ["operation"],
+)
+
+# Children bound once: labels() takes a lock and a dict look-up per call.
+_RELAYED = {kind: RELAYED_FRAMES.labels(type=kind.value) for kind in RELAY_TYPES}
+_ERRORS = {code: ERRORS.labels(code=code.value) for code in ErrorCode}
+for _outcome in ("ok", "replaced"):
+    SIGN_INS.labels(outcome=_outcome)
+for _operation in ("receive", "send", "full", "request", "release"):
+    LAYER_FAILURES.labels(operation=_operation)
+
+
+def sign_in_succeeded(*, replaced: bool) -> None:
+    SIGN_INS.labels(outcome="replaced" if replaced else "ok").inc()
+
+
+def request_failed(message: Message | None, code: ErrorCode) -> None:
+    """Called when a client frame was refused; counts failed sign-ins."""
+    if isinstance(message, SignIn):
+        SIGN_INS.labels(outcome=code.value).inc()
+
+
+def relayed(kind: MessageType, *, started: float) -> None:
+    """Called when a relay was handed over; ``started`` is a perf_counter()."""
+    _RELAYED[kind].inc()
+    RELAY_SECONDS.observe(time.perf_counter() - started)
+
+
+def error_sent(code: ErrorCode) -> None:
+    _ERRORS[code].inc()
+
+
+def layer_failed(operation: str) -> None:
+    LAYER_FAILURES.labels(operation=operation).inc()
+
+
+# Access to /metrics.
+
+
+def parse_networks(
+    values: Iterable[str],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Parse addresses and CIDR ranges; raise ValueError for a bad one."""
+    return tuple(ipaddress.ip_network(value, strict=False) for value in values)
+
+
+def access_status(
+    *,
+    token: str,
+    allowed: Iterable[str],
+    authorization: str | None,
+    address: str,
+) -> int:
+    """Return the HTTP status for a metrics request: 200 to serve it.
+
+    404 when neither a token nor addresses are configured (metrics off);
+    401 when a token is configured and the request's bearer token is missing
+    or wrong; 403 when addresses are configured and the client is not among
+    them. When both are configured both must pass.
+    """
+    allowed = list(allowed)
+    if not token and not allowed:
+        return 404
+    if allowed:
+        try:
+            client = ipaddress.ip_address(address)
+        except ValueError:
+            return 403
+        if not any(client in network for network in parse_networks(allowed)):
+            return 403
+    if token:
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode("utf-8"), token.encode("utf-8")
+        ):
+            return 401
+    return 200
