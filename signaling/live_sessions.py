@@ -83,6 +83,11 @@ _writers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 DELETE_CHUNK = 500
 
 
+def discard_pending_writes() -> None:
+    """Forget rows not yet written (tests: another test's database)."""
+    _pending.clear()
+
+
 def live_session_start(session: LocalSession) -> None:
     """Record a signed-in connection (written with the next batch)."""
     _pending.starts[session.channel_name] = session

@@ -4,7 +4,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from signaling import guards
+from signaling import guards, live_sessions
 from signaling.presence import registry
 from tests.redis_server import RedisServer
 from tests.servers import DaphneServer, base_environment, migrate, sqlite_copy
@@ -16,10 +16,12 @@ def fresh_signaling_state():
     """Each test starts with nobody online and an empty in-memory layer."""
     registry.clear()
     guards.reset()
+    live_sessions.discard_pending_writes()
     async_to_sync(get_channel_layer().flush)()
     yield
     registry.clear()
     guards.reset()
+    live_sessions.discard_pending_writes()
     async_to_sync(get_channel_layer().flush)()
 
 
