@@ -407,6 +407,12 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
         )
         await self.close_with(protocol.CloseCode.DISCONNECTED_BY_ADMIN)
 
+    async def websocket_disconnect(self, message):
+        # As the stock handler, without its hop to the database thread to
+        # close old connections: this consumer never holds one.
+        await self.disconnect(message.get("code"))
+        raise StopConsumer()
+
     async def disconnect(self, code):
         """Called when the socket closed, however it closed."""
         shutdown.forget(self)
