@@ -189,10 +189,21 @@ def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
     # Exactly scripts/serve's way: an endpoint with a 4096 accept backlog.
     backlog = backlog or 4096
     listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
+    command = [str(VENV_BIN / "daphne"), *listen, *DAPHNE_FLAGS, "signaling_site.asgi:application"]
+    if os.environ.get("BENCH_ASGI_SERVER") == "uvicorn":
+        # The same application under another ASGI server, for comparison
+        # (issue 6: where Daphne cannot meet a target).
+        command = [
+            str(VENV_BIN / "uvicorn"), "signaling_site.asgi:application",
+            "--host", "127.0.0.1", "--port", str(port), "--backlog", str(backlog),
+            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
+            "--ws-ping-interval", "15", "--ws-ping-timeout", "15",
+            "--ws-max-size", "1048576", "--no-access-log", "--log-level", "warning",
+        ]
     server = _start(
         name,
         "signaling",
-        [str(VENV_BIN / "daphne"), *listen, *DAPHNE_FLAGS, "signaling_site.asgi:application"],
+        command,
         port=port,
         log_path=run_dir / f"{name}.log",
         env=ours_environment(database_url, redis_url),

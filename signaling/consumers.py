@@ -33,10 +33,15 @@ try:
 except ImportError:  # pragma: no cover - redis comes with channels-redis
     pass
 
+# A send to a client that has gone: the ASGI spec (2.4) has servers raise
+# OSError (uvicorn does); Daphne lets Autobahn's Disconnected through.
+CONNECTION_GONE: tuple[type[BaseException], ...] = (OSError,)
 try:
-    from autobahn.exception import Disconnected as CONNECTION_GONE
+    from autobahn.exception import Disconnected
+
+    CONNECTION_GONE += (Disconnected,)
 except ImportError:  # pragma: no cover - another ASGI server than Daphne
-    CONNECTION_GONE = ()
+    pass
 
 # Back-off while the channel layer is unreachable: quick to notice its
 # return, without spinning while it is gone.
