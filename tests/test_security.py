@@ -370,3 +370,70 @@ async def test_a_frozen_client_is_dropped_after_ping_interval_and_timeout(start_
     # Ping every 2 s, dropped 2 s after an unanswered ping, checked every 2 s.
     assert dropped_after < 8
     print(f"frozen client dropped after {dropped_after:.1f}s (ping interval 2 s + timeout 2 s)")
+
+
+async def test_a_frozen_receiver_costs_bounded_memory_and_its_sender_is_told(
+    start_server, tmp_path
+):
+    server = start_server(extra_args=["--ping-interval", "2", "--ping-timeout", "2"])
+    script = tmp_path / "frozen_receiver.py"
+    script.write_text(
+        "import asyncio, json, websockets\n"
+        "async def main():\n"
+        f"    ws = await websockets.connect({server.ws_url!r}, local_addr=('127.0.0.21', 0))\n"
+        "    await ws.send(json.dumps({'type': 'SignIn', 'username': 'frozen-receiver'}))\n"
+        "    await ws.recv()\n"
+        "    print('ready', flush=True)\n"
+        "    await asyncio.sleep(120)\n"
+        "asyncio.run(main())\n"
+    )
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        sender = await signed_in(server, "pusher", "127.0.0.22")
+        rss_before = rss_kb(server.pid)
+        os.kill(child.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        sdp_sized = "v=0\r\n" + "a=x" * 400
+        told = None
+        pushed = 0
+        while told is None:
+            assert time.monotonic() - frozen_at < 20, "the sender was never told"
+            # Pushed as fast as the rate limit lets through (50/s).
+            await sender.send_json({"type": "Offer", "target": "frozen-receiver", "data": sdp_sized})
+            pushed += 1
+            try:
+                reply = await sender.receive_json(timeout=0.02)
+            except asyncio.TimeoutError:
+                continue
+            if reply["type"] == "PeerLeft" or reply.get("code") == "target_not_found":
+                told = time.monotonic() - frozen_at
+        rss_growth = rss_kb(server.pid) - rss_before
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert told < 8  # ping every 2 s, 2 s to answer, checks spread over 2 s
+    assert rss_growth < 20_000  # KB
+    print(
+        f"frozen receiver: {pushed} offers pushed, sender told after {told:.1f}s "
+        f"({reply['type']}), server RSS growth {rss_growth} KB"
+    )
+
+
+async def test_the_global_connection_cap_refuses_explicitly(start_server):
+    server = start_server(SIGNALING_MAX_CONNECTIONS="5")
+    clients = [await connect(server, f"127.0.2.{n + 1}") for n in range(10)]
+    refused = []
+    for client in clients:
+        try:
+            frame = await client.receive_json(timeout=0.3)
+        except asyncio.TimeoutError:
+            continue
+        refused.append(frame["code"])
+        assert await client.wait_closed() == 4009
+    assert refused == ["server_full"] * 5
+    await clients[0].close()
+    await asyncio.sleep(0.2)
+    late = await signed_in(server, "late", "127.0.2.50")
+    assert late and server.process.poll() is None
+    print("global cap: 5 of 10 refused with server_full and 4009; the server stayed up")
