@@ -41,6 +41,7 @@ PROCESS_QUEUES = "signaling:process-queues"
 # Long enough to ride out a paused Redis (CLIENT PAUSE), short enough that a
 # black-holed Redis does not hang a relay forever.
 SOCKET_TIMEOUT_SECONDS = 10
+POOL_SIZE = 64
 
 # KEYS: user key. ARGV: channel, process, digest, is_account, process prefix,
 # mode ("claim" may take over per the credential rules; "reclaim" only takes
@@ -128,11 +129,17 @@ class RedisRegistry:
         loop = asyncio.get_running_loop()
         connection = self._connections.get(loop)
         if connection is None:
-            client = aioredis.Redis.from_url(
+            # A blocking pool: a burst of sign-ins waits for a connection
+            # instead of failing with "Too many connections" (redis-py's
+            # default pool refuses the 101st concurrent command).
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=POOL_SIZE,
+                timeout=SOCKET_TIMEOUT_SECONDS,
                 socket_timeout=SOCKET_TIMEOUT_SECONDS,
                 socket_connect_timeout=2,
             )
+            client = aioredis.Redis(connection_pool=pool)
             # Scripts reload themselves after a Redis restart (NOSCRIPT).
             connection = _Connection(
                 client,

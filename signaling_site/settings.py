@@ -161,6 +161,9 @@ if REDIS_URL:
                         "address": REDIS_URL,
                         "socket_timeout": 15,
                         "socket_connect_timeout": 2,
+                        # redis-py refuses the 101st concurrent command by
+                        # default; a sign-in burst needs more.
+                        "max_connections": 1000,
                     }
                 ],
                 # channels-redis queues all of a process's connections in one

@@ -414,3 +414,55 @@ async def test_a_minute_of_relaying_across_instances_loses_nothing(instances):
     )
     assert (lost, duplicated, reordered) == (0, 0, 0)
     assert all(received[n] == list(range(sent[n])) for n in range(LOAD_PAIRS))
+
+
+async def test_a_frozen_instance_never_leaves_a_name_live_twice(instances, redis_url):
+    a, b = instances()
+    old = await signed_in(a, "frozen-alice")
+    watcher = await signed_in(b, "frozen-watcher")
+    a.signal(signal.SIGSTOP)
+    try:
+        # A's liveness lapses (3 s TTL): the name is free for another sign-in.
+        await asyncio.sleep(4)
+        new = await signed_in(b, "frozen-alice")
+        await watcher.send_json({"type": "Offer", "target": "frozen-alice", "data": "b"})
+        assert (await new.receive_json())["data"] == "b"
+    finally:
+        a.signal(signal.SIGCONT)
+    # A wakes up, finds its claims gone and the name taken: its old session
+    # is closed as replaced instead of living on beside the new one.
+    frame = await old.receive_json(timeout=10)
+    assert frame["type"] == "SessionReplaced"
+    assert await old.wait_closed(timeout=5) == 4001
+    holder = redis.Redis.from_url(redis_url).hget("signaling:user:frozen-alice", "channel")
+    await watcher.send_json({"type": "Offer", "target": "frozen-alice", "data": "again"})
+    assert (await new.receive_json())["data"] == "again"
+    assert holder is not None
+
+
+async def test_five_hundred_clients_reconnecting_at_once_all_get_their_names_back(
+    instances, redis_url
+):
+    a, b = instances(SIGNALING_MAX_CONNECTIONS_PER_ADDRESS="0")
+    count = 500
+
+    async def connect_and_sign_in(n):
+        server = a if n % 2 else b
+        client = await Client.connect(server.ws_url)
+        reply = await client.sign_in(f"crowd-{n}")
+        return client, reply
+
+    first = await asyncio.gather(*(connect_and_sign_in(n) for n in range(count)))
+    assert [r for _, r in first if r["type"] != "SignedIn"] == []
+    # Every connection drops at once (network change), and every client
+    # reconnects at once, half-open old sockets notwithstanding.
+    for client, _ in first:
+        client.connection.transport.abort()
+    started = time.monotonic()
+    second = await asyncio.gather(*(connect_and_sign_in(n) for n in range(count)))
+    elapsed = time.monotonic() - started
+    assert all(reply["type"] == "SignedIn" for _, reply in second)
+    assert elapsed < 30
+    names = redis.Redis.from_url(redis_url).keys("signaling:user:crowd-*")
+    assert len(names) == count
+    print(f"reconnect storm: {count} clients signed in again in {elapsed:.1f}s across 2 instances")
