@@ -337,6 +337,21 @@
       case "PeerLeft":
         if (from) onPeerLeft(from, frame.data && frame.data.reason);
         break;
+      case "IceServers":
+        // Fresh TURN credentials before the old ones expire: used by the
+        // next connection, and by the current one if it has to restart ICE.
+        if (frame.data && Array.isArray(frame.data.iceServers)) {
+          account.iceServers = frame.data.iceServers;
+          if (session && !session.ended && session.pc) {
+            try {
+              session.pc.setConfiguration({ iceServers: account.iceServers });
+            } catch (error) {
+              // A configuration the browser cannot apply mid-call is kept
+              // for the next connection only.
+            }
+          }
+        }
+        break;
       default:
         // Newer server frames are ignored, as the app does.
         break;
