@@ -6,15 +6,14 @@ import asyncio
 import logging
 import time
 
-from channels.consumer import get_handler_name
-from channels.exceptions import ChannelFull, StopConsumer
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from . import guards, metrics, protocol, shutdown
 from .accounts import credential_for
 from .connection_info import client_address, user_agent
+from .consumer_base import LAYER_ERRORS, ResilientJsonWebsocketConsumer
 from .ice import IceServers
 from .ice_refresh import SessionIceServers
 from .live_sessions import ensure_heartbeat, live_session_end, live_session_start
@@ -23,102 +22,12 @@ from .protocol import ErrorCode, GetIceServers, ProtocolError, Relay, SignIn
 
 logger = logging.getLogger(__name__)
 
-# Failures of the channel layer's transport (Redis unreachable, timeouts, a
-# full channel).
-LAYER_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ChannelFull)
-try:
-    from redis.exceptions import RedisError
-
-    LAYER_ERRORS += (RedisError,)
-except ImportError:  # pragma: no cover - redis comes with channels-redis
-    pass
-
-# A send to a client that has gone: the ASGI spec (2.4) has servers raise
-# OSError (uvicorn does); Daphne lets Autobahn's Disconnected through.
-CONNECTION_GONE: tuple[type[BaseException], ...] = (OSError,)
-try:
-    from autobahn.exception import Disconnected
-
-    CONNECTION_GONE += (Disconnected,)
-except ImportError:  # pragma: no cover - another ASGI server than Daphne
-    pass
-
-# Back-off while the channel layer is unreachable: quick to notice its
-# return, without spinning while it is gone.
-LAYER_RETRY_FIRST_SECONDS = 0.1
-LAYER_RETRY_MAX_SECONDS = 2.0
 # How long a stopping server lets its last frames reach clients.
 SHUTDOWN_FLUSH_SECONDS = 0.5
 
 
-class SignalingConsumer(AsyncJsonWebsocketConsumer):
+class SignalingConsumer(ResilientJsonWebsocketConsumer):
     """One client connection speaking the signaling protocol."""
-
-    async def __call__(self, scope, receive, send):
-        # As AsyncConsumer.__call__, with two differences. The channel layer
-        # is read through _receive_from_layer, which survives a broker
-        # outage (the stock reader lets a Redis error end the connection
-        # with 1011). And each source is read by one long-lived loop: the
-        # stock await_many_dispatch makes a task and an asyncio.wait per
-        # message, 11 % of the event loop when relaying.
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        self.base_send = send
-        # Handlers from both sources run one at a time, in arrival order.
-        self.dispatch_lock = asyncio.Lock()
-        layer_pump = asyncio.ensure_future(self._pump_layer())
-        try:
-            while True:
-                message = await receive()
-                async with self.dispatch_lock:
-                    await self.dispatch(message)
-        except StopConsumer:
-            pass
-        finally:
-            layer_pump.cancel()
-
-    async def _pump_layer(self):
-        while True:
-            message = await self._receive_from_layer()
-            async with self.dispatch_lock:
-                try:
-                    await self.dispatch(message)
-                except StopConsumer:
-                    return
-                except Exception:
-                    logger.exception("channel-layer event failed: %s", message.get("type"))
-
-    async def _receive_from_layer(self):
-        delay = LAYER_RETRY_FIRST_SECONDS
-        while True:
-            try:
-                return await self.channel_layer.receive(self.channel_name)
-            except LAYER_ERRORS:
-                metrics.layer_failed("receive")
-                logger.warning(
-                    "channel layer receive failed; retrying in %.1fs", delay, exc_info=True
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, LAYER_RETRY_MAX_SECONDS)
-
-    async def send(self, text_data=None, bytes_data=None, close=False):
-        try:
-            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
-        except CONNECTION_GONE:
-            # The client went away between our decision to send and the
-            # write; its disconnect is on its way.
-            self.closing = True
-
-    async def dispatch(self, message):
-        # Channels >= 4.2 hops to the database thread before every handler to
-        # close stale connections. This consumer reaches the database only
-        # through database_sync_to_async, which does that itself, so the hop
-        # would only add a thread round trip to every relayed frame.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     async def connect(self):
         """Called when the handshake arrives (the Origin was already checked)."""
@@ -411,12 +320,6 @@ class SignalingConsumer(AsyncJsonWebsocketConsumer):
             )
         )
         await self.close_with(protocol.CloseCode.DISCONNECTED_BY_ADMIN)
-
-    async def websocket_disconnect(self, message):
-        # As the stock handler, without its hop to the database thread to
-        # close old connections: this consumer never holds one.
-        await self.disconnect(message.get("code"))
-        raise StopConsumer()
 
     async def disconnect(self, code):
         """Called when the socket closed, however it closed."""
