@@ -19,6 +19,7 @@ from .ice_refresh import SessionIceServers
 from .live_sessions import ensure_heartbeat, live_session_end, live_session_start
 from .presence import Claimed, LocalSession, registry
 from .protocol import ErrorCode, GetIceServers, ProtocolError, Relay, SignIn
+from .server_tuning import pause_reading
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +73,13 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         now = asyncio.get_running_loop().time()
         if not self.frames.allow(now):
             if self.refusals.allow(now):
+                # Read nothing more until the next frame would be allowed.
+                pause_reading(self.scope, 1 / self.frames.rate)
                 await self.send_error(
                     ErrorCode.RATE_LIMITED, "Too many messages; slow down"
                 )
             else:
+                pause_reading(self.scope, None)
                 await self.close_with(protocol.CloseCode.RATE_LIMITED)
             return
         message = None

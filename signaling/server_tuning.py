@@ -37,6 +37,9 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+# Scope key holding the connection's Twisted transport under Daphne.
+READ_PAUSE_SCOPE_KEY = "signaling.transport"
+
 # Daphne's timeout check visits every connection every 2 s in one go; split
 # into this many slices (each connection is still visited every 2 s).
 TIMEOUT_CHECK_SLICES = 8
@@ -73,6 +76,11 @@ def _patch_daphne_housekeeping() -> None:
         due(self).add(protocol)
 
     def create_application(self, protocol, scope):
+        # Lets the consumer stop reading from a flooding client's socket
+        # (see READ_PAUSE_SCOPE_KEY): ASGI itself has no backpressure.
+        transport = getattr(protocol, "transport", None)
+        if transport is not None and hasattr(transport, "pauseProducing"):
+            scope[READ_PAUSE_SCOPE_KEY] = transport
         queue = original_create(self, protocol, scope)
         details = self.connections.get(protocol)
         instance = details and details.get("application_instance")
@@ -145,3 +153,19 @@ class _no_reschedule:
 
     def __exit__(self, *exc):
         self.reactor.callLater = self.original
+
+
+def pause_reading(scope, seconds: float | None) -> None:
+    """Stop reading the client's socket for ``seconds`` (None: for good).
+
+    The kernel's buffers then fill and the client's sends block, instead of
+    Daphne parsing every frame of a flood that will be refused anyway. A
+    no-op under servers that do not expose their transport.
+    """
+    transport = scope.get(READ_PAUSE_SCOPE_KEY)
+    if transport is None:
+        return
+    transport.pauseProducing()
+    if seconds is not None:
+        reactor = sys.modules["twisted.internet.reactor"]
+        reactor.callLater(seconds, transport.resumeProducing)
