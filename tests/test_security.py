@@ -56,6 +56,24 @@ def restore_affinity():
     os.sched_setaffinity(0, cpus)
 
 
+def start_signed_in_client(server, name: str, address: str, directory) -> subprocess.Popen:
+    """A signed-in client in its own process, so a test can freeze it."""
+    script = directory / f"{name}.py"
+    script.write_text(
+        "import asyncio, json, websockets\n"
+        "async def main():\n"
+        f"    ws = await websockets.connect({server.ws_url!r}, local_addr=({address!r}, 0))\n"
+        f"    await ws.send(json.dumps({{'type': 'SignIn', 'username': {name!r}}}))\n"
+        "    await ws.recv()\n"
+        "    print('ready', flush=True)\n"
+        "    await asyncio.sleep(120)\n"
+        "asyncio.run(main())\n"
+    )
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -337,20 +355,8 @@ async def test_password_guessing_is_limited_and_logs_hold_no_secrets(start_serve
 
 async def test_a_frozen_client_is_dropped_after_ping_interval_and_timeout(start_server, tmp_path):
     server = start_server(extra_args=["--ping-interval", "2", "--ping-timeout", "2"])
-    script = tmp_path / "frozen.py"
-    script.write_text(
-        "import asyncio, json, sys, websockets\n"
-        "async def main():\n"
-        f"    ws = await websockets.connect({server.ws_url!r})\n"
-        "    await ws.send(json.dumps({'type': 'SignIn', 'username': 'frozen'}))\n"
-        "    await ws.recv()\n"
-        "    print('ready', flush=True)\n"
-        "    await asyncio.sleep(120)\n"
-        "asyncio.run(main())\n"
-    )
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = start_signed_in_client(server, "frozen", "127.0.0.20", tmp_path)
     try:
-        assert child.stdout.readline().strip() == "ready"
         os.kill(child.pid, signal.SIGSTOP)
         frozen_at = time.monotonic()
         watcher = await signed_in(server, "watcher")
@@ -377,20 +383,8 @@ async def test_a_frozen_receiver_costs_bounded_memory_and_its_sender_is_told(
     start_server, tmp_path
 ):
     server = start_server(extra_args=["--ping-interval", "2", "--ping-timeout", "2"])
-    script = tmp_path / "frozen_receiver.py"
-    script.write_text(
-        "import asyncio, json, websockets\n"
-        "async def main():\n"
-        f"    ws = await websockets.connect({server.ws_url!r}, local_addr=('127.0.0.21', 0))\n"
-        "    await ws.send(json.dumps({'type': 'SignIn', 'username': 'frozen-receiver'}))\n"
-        "    await ws.recv()\n"
-        "    print('ready', flush=True)\n"
-        "    await asyncio.sleep(120)\n"
-        "asyncio.run(main())\n"
-    )
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = start_signed_in_client(server, "frozen-receiver", "127.0.0.21", tmp_path)
     try:
-        assert child.stdout.readline().strip() == "ready"
         sender = await signed_in(server, "pusher", "127.0.0.22")
         rss_before = rss_kb(server.pid)
         os.kill(child.pid, signal.SIGSTOP)
