@@ -79,7 +79,9 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
                     ErrorCode.RATE_LIMITED, "Too many messages; slow down"
                 )
             else:
-                pause_reading(self.scope, None)
+                # Not paused for good: the client must still be able to
+                # finish the close handshake, or it sees 1006, not 4008.
+                pause_reading(self.scope, 1 / self.frames.rate)
                 await self.close_with(protocol.CloseCode.RATE_LIMITED)
             return
         message = None

@@ -275,8 +275,11 @@ async def test_a_flood_from_one_client_is_held_to_the_rate_limit(start_server):
             relayed += 1
         elapsed = time.monotonic() - started
     rss_growth = rss_kb(server.pid) - rss_before
-    assert flood["code"] == 4008
     assert flood["told"] > 0
+    # 4008, or 1006 when the flooder's own send buffer is still full of
+    # frames the paused server has not read when the close handshake times
+    # out; either way the connection ends after the rate_limited answers.
+    assert flood["code"] in {4008, 1006}
     # Burst 200 plus 50 per second.
     assert relayed <= 200 + 50 * elapsed + 5
     assert bystanders.received == bystanders.sent
