@@ -381,7 +381,7 @@ class FileReceiver:
     async def next_file(self, timeout: float = 30) -> ReceivedFile:
         return await asyncio.wait_for(self.files.get(), timeout)
 
-    async def next_message(self, timeout: float = 10) -> str | bytes:
+    async def next_message(self, timeout: float = 20) -> str | bytes:
         return await asyncio.wait_for(self.messages.get(), timeout)
 
 
