@@ -157,7 +157,7 @@ async def _writer_loop() -> None:
         if not starts and not ends:
             continue
         try:
-            await _write_batch(starts, ends)
+            await _finish(_write_batch(starts, ends))
         except DatabaseError:
             logger.warning("could not write session rows; retrying", exc_info=True)
             for session in starts:
@@ -223,7 +223,7 @@ async def _heartbeat_loop() -> None:
         if touch:
             last_touch = asyncio.get_running_loop().time()
         try:
-            await _heartbeat_once(local, touch_sessions=touch)
+            await _finish(_heartbeat_once(local, touch_sessions=touch))
         except DatabaseError:
             logger.warning("heartbeat failed: database unavailable", exc_info=True)
         now = asyncio.get_running_loop().time()
@@ -249,15 +249,29 @@ def ensure_heartbeat() -> None:
         _heartbeats[loop] = loop.create_task(_heartbeat_loop())
 
 
+# Database work in progress in a thread, which cancelling its awaiter does
+# not stop.
+_in_flight: set[asyncio.Future] = set()
+
+
+async def _finish(work) -> None:
+    """Await database work so that cancelling the caller lets it complete."""
+    future = asyncio.ensure_future(work)
+    _in_flight.add(future)
+    future.add_done_callback(_in_flight.discard)
+    await asyncio.shield(future)
+
+
 async def heartbeat_stop() -> None:
-    """Stop the heartbeat on the running loop (tests; loops that end)."""
-    task = _heartbeats.pop(asyncio.get_running_loop(), None)
-    if task is not None:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+    """Stop this loop's heartbeat and session writer, and wait for any
+    database work they started (tests: before the database is flushed)."""
+    loop = asyncio.get_running_loop()
+    for tasks in (_heartbeats, _writers):
+        task = tasks.pop(loop, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await asyncio.gather(*list(_in_flight), return_exceptions=True)
 
 
 def live_sessions_disconnect(channel_names: list[str], *, reason: str) -> None:

@@ -5,6 +5,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from signaling import guards, live_sessions
+from signaling.live_sessions import heartbeat_stop
 from signaling.presence import registry
 from tests.redis_server import RedisServer
 from tests.servers import DaphneServer, base_environment, migrate, sqlite_copy
@@ -23,6 +24,15 @@ def fresh_signaling_state():
     guards.reset()
     live_sessions.discard_pending_writes()
     async_to_sync(get_channel_layer().flush)()
+
+
+@pytest.fixture
+async def background_tasks_stopped():
+    """After a test that ran consumers in process: stop the heartbeat and the
+    session writer, and let their database work finish before the test
+    database is flushed (else SQLite reports a locked table)."""
+    yield
+    await heartbeat_stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,10 @@ from signaling.live_sessions import heartbeat_stop
 from signaling.models import LiveSession, ServerProcess
 from tests.communicators import signed_in
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("background_tasks_stopped"),
+]
 
 CHANGELIST = "/admin/signaling/livesession/"
 

@@ -5,20 +5,23 @@ import asyncio
 import pytest
 from django.contrib.auth.models import User
 
-from signaling.live_sessions import heartbeat_stop, live_sessions_disconnect
+from signaling.live_sessions import live_sessions_disconnect
 from signaling.models import LiveSession
 from signaling.presence import registry
 from tests.communicators import Peer, signed_in
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("background_tasks_stopped"),
+]
 
-RELAY_TYPES = ["StartConnection", "Offer", "Answer", "IceCandidates", "DeclineConnection"]
-
-
-@pytest.fixture(autouse=True)
-async def stop_heartbeat_after_test():
-    yield
-    await heartbeat_stop()
+RELAY_TYPES = [
+    "StartConnection",
+    "Offer",
+    "Answer",
+    "IceCandidates",
+    "DeclineConnection",
+]
 
 
 async def wait_for(predicate, timeout=2.0):

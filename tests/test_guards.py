@@ -6,16 +6,12 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 
-from signaling.live_sessions import heartbeat_stop
 from tests.communicators import Peer, signed_in
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def stop_heartbeat_after_test():
-    yield
-    await heartbeat_stop()
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("background_tasks_stopped"),
+]
 
 
 async def test_a_full_ice_trickle_passes_the_rate_limit():
@@ -24,7 +20,9 @@ async def test_a_full_ice_trickle_passes_the_rate_limit():
     for n in range(60):
         await alice.send(type="IceCandidates", target="bob", data=f"candidate:{n}")
     frames = [await bob.receive() for _ in range(61)]
-    assert [frame["data"] for frame in frames[1:]] == [f"candidate:{n}" for n in range(60)]
+    assert [frame["data"] for frame in frames[1:]] == [
+        f"candidate:{n}" for n in range(60)
+    ]
     assert await alice.receive_nothing()
 
 
@@ -78,7 +76,9 @@ async def test_password_guessing_is_stopped_and_the_owner_gets_in_later(settings
     codes = [(await guesser.sign_in("alice", f"guess{n}"))["code"] for n in range(5)]
     assert codes == ["wrong_credentials"] * 3 + ["too_many_attempts"] * 2
     owner = await Peer.connect(client=("10.0.0.10", 1))
-    assert (await owner.sign_in("alice", "correct horse"))["code"] == "too_many_attempts"
+    assert (await owner.sign_in("alice", "correct horse"))[
+        "code"
+    ] == "too_many_attempts"
     await asyncio.sleep(0.6)
     assert (await owner.sign_in("alice", "correct horse"))["type"] == "SignedIn"
     assert (await bystander.sign_in("bob"))["type"] == "SignedIn"

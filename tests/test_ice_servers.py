@@ -11,7 +11,10 @@ from signaling.ice import IceServers, turn_rest_credential
 from signaling.ice_refresh import SessionIceServers
 from tests.communicators import Peer, signed_in
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("background_tasks_stopped"),
+]
 
 STUN = ["stun:stun.example.com:3478"]
 TURN = ["turn:turn.example.com:3478?transport=udp"]

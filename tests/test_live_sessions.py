@@ -9,17 +9,14 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from signaling import live_sessions
-from signaling.live_sessions import PROCESS_NAME, heartbeat_stop
+from signaling.live_sessions import PROCESS_NAME
 from signaling.models import LiveSession, ServerProcess
 from tests.communicators import signed_in
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def stop_heartbeat_after_test():
-    yield
-    await heartbeat_stop()
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("background_tasks_stopped"),
+]
 
 
 async def rows(*fields) -> list[tuple]:
@@ -73,9 +70,7 @@ async def test_the_heartbeat_sweeps_dead_processes_and_keeps_its_own(settings):
         await sync_to_async(make_process)("dead:1:a", age_seconds=600), "ghost"
     )
     alice = await signed_in("alice")
-    await eventually(
-        lambda: rows("username", "process_id"), [("alice", PROCESS_NAME)]
-    )
+    await eventually(lambda: rows("username", "process_id"), [("alice", PROCESS_NAME)])
     assert alice  # still connected
 
 

@@ -12,7 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from signaling.metrics import access_status
 from tests.communicators import Peer, signed_in
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("background_tasks_stopped"),
+]
 
 TOKEN = "metrics-test-token-0123456789"
 

@@ -6,7 +6,10 @@ from channels.testing import WebsocketCommunicator
 from signaling.origins import normalize_origin, origin_allowed
 from signaling_site.asgi import application
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("background_tasks_stopped"),
+]
 
 ALLOWED = frozenset({"https://app.example.com"})
 
