@@ -17,8 +17,9 @@ Client to server
     the target as the same JSON value.
 
 ``DeclineConnection {target, data?}``
-    An extension: refuse a StartConnection from ``target``; ``data`` may
-    carry a reason string. Relayed like the others.
+    An extension: refuse a StartConnection from ``target``, or withdraw
+    one's own request to ``target``; ``data`` may carry a reason string.
+    Relayed like the others.
 ``GetIceServers {}``
     An extension: ask for ICE servers (fresh TURN credentials) now; answered
     with ``IceServers``. Needs a signed-in session.
