@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import logging
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -276,8 +277,6 @@ async def heartbeat_stop() -> None:
 
 def live_sessions_disconnect(channel_names: list[str], *, reason: str) -> None:
     """Ask the connections on these channels to close (sync; for the admin)."""
-    from asgiref.sync import async_to_sync
-
     layer = get_channel_layer()
 
     async def send_all():

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
-from . import shutdown
+from . import guards
 from .presence import registry
 from .protocol import RELAY_TYPES, ErrorCode, Message, MessageType, SignIn
 
@@ -27,7 +27,8 @@ CONNECTIONS_OPEN = Gauge(
     "signaling_connections_open",
     "WebSocket connections open on this process, signed in or not.",
 )
-CONNECTIONS_OPEN.set_function(shutdown.open_connections)
+# The same count the connection caps are enforced on.
+CONNECTIONS_OPEN.set_function(lambda: guards.connections.open)
 
 USERS_SIGNED_IN = Gauge(
     "signaling_users_signed_in",

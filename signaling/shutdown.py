@@ -30,11 +30,6 @@ def forget(consumer) -> None:
     _open_consumers.discard(consumer)
 
 
-def open_connections() -> int:
-    """How many connections this process has open (for metrics)."""
-    return len(_open_consumers)
-
-
 def install() -> None:
     """Register the stop hook with Daphne's reactor, if running under Daphne."""
     reactor = sys.modules.get("twisted.internet.reactor")
