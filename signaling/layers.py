@@ -12,48 +12,16 @@ second.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import time
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 
+from .mailbox import Mailbox
+
 # How often the full sweep may run; between sweeps only the queue or group
 # being used is checked.
 SWEEP_INTERVAL_SECONDS = 1.0
-
-
-class _Mailbox:
-    """A channel's queue: a deque and at most one waiting receiver.
-
-    An asyncio.Queue costs about 4 KB; with one per idle connection that is a
-    quarter of the memory a connection takes.
-    """
-
-    __slots__ = ("items", "capacity", "waiter")
-
-    def __init__(self, capacity: int) -> None:
-        self.items: collections.deque = collections.deque()
-        self.capacity = capacity
-        self.waiter: asyncio.Future | None = None
-
-    def put(self, item) -> bool:
-        if len(self.items) >= self.capacity:
-            return False
-        self.items.append(item)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-        return True
-
-    async def get(self):
-        while not self.items:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-        return self.items.popleft()
 
 
 class SignalingInMemoryChannelLayer(InMemoryChannelLayer):
@@ -61,10 +29,10 @@ class SignalingInMemoryChannelLayer(InMemoryChannelLayer):
         super().__init__(*args, **kwargs)
         self._next_sweep = 0.0
 
-    def _mailbox(self, channel) -> _Mailbox:
+    def _mailbox(self, channel) -> Mailbox:
         box = self.channels.get(channel)
         if box is None:
-            box = self.channels[channel] = _Mailbox(self.get_capacity(channel))
+            box = self.channels[channel] = Mailbox(self.get_capacity(channel))
         return box
 
     def _maybe_sweep(self) -> None:
@@ -77,7 +45,7 @@ class SignalingInMemoryChannelLayer(InMemoryChannelLayer):
         now = time.time()
         for channel, box in list(self.channels.items()):
             while box.items and box.items[0][0] < now:
-                box.items.popleft()
+                box.items.pop(0)
                 # An expired message takes its channel out of every group.
                 self._remove_from_groups(channel)
             if not box.items and box.waiter is None:

@@ -1,0 +1,170 @@
+"""What an idle WebSocket connection keeps in memory under Daphne.
+
+A signaling server mostly holds idle connections, so their size is its
+capacity. Measured per connection (objects reachable from 2 000 idle
+signed-in clients, sys.getsizeof): Daphne and Autobahn keep the whole
+opening handshake for the life of the socket, an asyncio.Queue (three
+deques, ~1.9 KB) for a handful of ASGI events, and Autobahn's ~110
+per-connection attributes, most of them copies of the factory's settings.
+Here, once a connection is open:
+
+- the input queue is a Mailbox (the application is its only reader);
+- the HTTP request that was upgraded is let go (Twisted kept it as the
+  socket's producer);
+- Autobahn's handshake texts are dropped, and attributes whose value is the
+  same for every connection are read from the class instead of a
+  per-instance dictionary entry.
+
+Nothing the application, Daphne or Autobahn reads later is removed: values
+move, they do not change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from functools import partial
+
+from .mailbox import Mailbox
+
+_PATCHED = "_signaling_footprint"
+
+# ASGI's scope["asgi"], the same for every connection: shared, not copied.
+_ASGI_VERSION = {"version": "3.0"}
+
+# Autobahn/Daphne attributes only used while the opening handshake runs.
+_HANDSHAKE_ONLY = (
+    "http_request_data",
+    "http_headers",
+    "http_response_data",
+    "http_request_params",
+    "http_status_line",
+    "http_request_host",
+    "http_request_uri",
+    "http_request_path",
+    "websocket_extensions",
+    "websocket_protocols",
+    "_wskey",
+    "clean_headers",
+    "application_deferred",
+)
+
+# Values that may live on the class when every connection has the same.
+_SHAREABLE_TYPES = (bool, int, float, str, bytes, type(None))
+
+
+def apply() -> None:
+    server = sys.modules.get("daphne.server")
+    ws_protocol = sys.modules.get("daphne.ws_protocol")
+    http_protocol = sys.modules.get("daphne.http_protocol")
+    if server is None or ws_protocol is None or http_protocol is None:
+        return
+    if getattr(server.Server, _PATCHED, False):
+        return
+    _use_slim_input_queues(server.Server)
+    _let_go_of_upgraded_requests(http_protocol.WebRequest, ws_protocol.WebSocketProtocol)
+    _trim_open_connections(ws_protocol.WebSocketProtocol)
+    server.Server._signaling_footprint = True
+
+
+def _use_slim_input_queues(server_class) -> None:
+    def create_application(self, protocol, scope):
+        # Daphne's create_application with a Mailbox for an asyncio.Queue.
+        assert "application_instance" not in self.connections[protocol]
+        input_queue = Mailbox()
+        scope.setdefault("asgi", _ASGI_VERSION)
+        application_instance = self.application(
+            scope=scope,
+            receive=input_queue.get,
+            send=partial(self.handle_reply, protocol),
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance
+        )
+        return input_queue
+
+    server_class.create_application = create_application
+
+
+def _let_go_of_upgraded_requests(request_class, protocol_class) -> None:
+    process = request_class.process
+
+    def process_then_release(self):
+        channel = self.channel
+        transport = getattr(channel, "transport", None)
+        result = process(self)
+        if self.transport is None and isinstance(
+            getattr(transport, "protocol", None), protocol_class
+        ):
+            # Upgraded to WebSocket: the socket now belongs to Autobahn. The
+            # HTTP channel stays registered as the socket's producer (and
+            # with it this request and its headers) unless told otherwise.
+            producer = getattr(transport, "producer", None)
+            if getattr(producer, "_channel", producer) is channel:
+                transport.unregisterProducer()
+            channel.setTimeout(None)
+        return result
+
+    request_class.process = process_then_release
+
+
+class _HandshakeRequest:
+    """What Daphne still reads of the opening request once open (its path,
+    for the disconnect log line)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class _SendQueue(list):
+    """Autobahn's send queue (a deque of 600+ bytes, nearly always empty)
+    as a list: append, popleft and len are all Autobahn uses."""
+
+    __slots__ = ()
+
+    def popleft(self):
+        return self.pop(0)
+
+
+def _trim_open_connections(protocol_class) -> None:
+    on_open = protocol_class.onOpen
+
+    def on_open_then_trim(self):
+        result = on_open(self)
+        trim(self)
+        return result
+
+    def trim(protocol) -> None:
+        attributes = protocol.__dict__
+        request = attributes.get("request")
+        if request is not None and not isinstance(request, _HandshakeRequest):
+            attributes["request"] = _HandshakeRequest(request.path)
+        if not attributes.get("send_queue"):
+            attributes["send_queue"] = _SendQueue()
+        kept = {}
+        for name, value in attributes.items():
+            if name in _HANDSHAKE_ONLY:
+                continue
+            if type(value) in _SHAREABLE_TYPES and _shared_on_class(protocol_class, name, value):
+                continue
+            kept[name] = value
+        # A new dict: deleting keys would not shrink the old one.
+        protocol.__dict__ = kept
+
+    protocol_class.onOpen = on_open_then_trim
+
+
+def _shared_on_class(protocol_class, name: str, value) -> bool:
+    """True when reading ``name`` from the class gives ``value``: the first
+    connection's value becomes the class default for names the class does
+    not define; later connections drop their entry when theirs is equal."""
+    missing = object()
+    current = getattr(protocol_class, name, missing)
+    if current is missing:
+        setattr(protocol_class, name, value)
+        return True
+    return type(current) is type(value) and current == value
