@@ -64,7 +64,9 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         ensure_heartbeat()
         registry.start(on_reclaim)
         shutdown.remember(self)
-        logger.info("connect address=%s", self.client_address)
+        # INFO lines per ordinary session: sign-in and disconnect (logging
+        # is several percent of a connection's CPU under Daphne).
+        logger.debug("connect address=%s", self.client_address)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         """Called with every client frame; bad frames become Error frames."""
@@ -370,7 +372,9 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             metrics.layer_failed("release")
             logger.warning("could not release or notify peers username=%s", username)
         live_session_end(channel_name=self.channel_name)
-        logger.info("sign-out username=%s reason=%s", username, reason)
+        # A plain disconnect gets its own line just after this one.
+        level = logging.DEBUG if reason == "disconnected" else logging.INFO
+        logger.log(level, "sign-out username=%s reason=%s", username, reason)
 
 
     async def server_stopping(self) -> None:
