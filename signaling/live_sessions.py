@@ -15,7 +15,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from . import protocol
@@ -102,13 +102,73 @@ def live_session_end(*, channel_name: str) -> None:
         _ensure_writer()
 
 
+# The columns a session row is written with, in the order of _row().
+_ROW_FIELDS = (
+    "username",
+    "channel_name",
+    "process",
+    "client_address",
+    "user_agent",
+    "account",
+    "connected_at",
+    "last_seen",
+)
+
+
 def _write_sessions(sessions: list[LocalSession], now: datetime.datetime) -> None:
-    """Insert or overwrite many rows at once, one statement per chunk.
+    """Insert or overwrite many rows at once.
 
     One row per name: a later session of a name overwrites the earlier
-    one's row (sessions arrive here in sign-in order).
+    one's row (sessions arrive here in sign-in order). On SQLite and
+    PostgreSQL one prepared upsert runs for all rows: the ORM's bulk_create
+    builds a model instance and adapts every field through Python first,
+    which was 11 % of the server's CPU in a sign-in storm.
     """
-    latest = {session.username: session for session in sessions}
+    latest = list({session.username: session for session in sessions}.values())
+    if not latest:
+        return
+    sql = _upsert_statement(connection)
+    with transaction.atomic():
+        if sql is None:
+            _write_sessions_with_the_orm(latest, now)
+            return
+        adapt = connection.ops.adapt_datetimefield_value
+        last_seen = adapt(now)
+        rows = [
+            (
+                session.username,
+                session.channel_name,
+                PROCESS_NAME,
+                session.client_address,
+                session.user_agent,
+                session.credential.account_id,
+                adapt(_from_epoch(session.connected_at)),
+                last_seen,
+            )
+            for session in latest
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+
+def _upsert_statement(database) -> str | None:
+    """INSERT ... ON CONFLICT (username) DO UPDATE for SQLite (>= 3.24) and
+    PostgreSQL; None for other databases."""
+    if database.vendor not in ("sqlite", "postgresql"):
+        return None
+    meta = LiveSession._meta
+    quote = database.ops.quote_name
+    columns = [quote(meta.get_field(name).column) for name in _ROW_FIELDS]
+    username = quote(meta.get_field("username").column)
+    updates = ", ".join(f"{column} = excluded.{column}" for column in columns[1:])
+    return (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"ON CONFLICT ({username}) DO UPDATE SET {updates}"
+    )
+
+
+def _write_sessions_with_the_orm(sessions: list[LocalSession], now) -> None:
     rows = [
         LiveSession(
             username=session.username,
@@ -120,24 +180,15 @@ def _write_sessions(sessions: list[LocalSession], now: datetime.datetime) -> Non
             connected_at=_from_epoch(session.connected_at),
             last_seen=now,
         )
-        for session in latest.values()
+        for session in sessions
     ]
-    with transaction.atomic():
-        for first in range(0, len(rows), DELETE_CHUNK):
-            LiveSession.objects.bulk_create(
-                rows[first : first + DELETE_CHUNK],
-                update_conflicts=True,
-                unique_fields=["username"],
-                update_fields=[
-                    "channel_name",
-                    "process",
-                    "client_address",
-                    "user_agent",
-                    "account",
-                    "connected_at",
-                    "last_seen",
-                ],
-            )
+    for first in range(0, len(rows), DELETE_CHUNK):
+        LiveSession.objects.bulk_create(
+            rows[first : first + DELETE_CHUNK],
+            update_conflicts=True,
+            unique_fields=["username"],
+            update_fields=list(_ROW_FIELDS[1:]),
+        )
 
 
 @database_sync_to_async

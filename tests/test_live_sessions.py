@@ -85,6 +85,44 @@ async def test_a_process_swept_while_alive_writes_its_sessions_again(settings):
     assert alice
 
 
+async def test_a_batch_writes_every_field_and_a_later_session_of_a_name_overwrites_it():
+    from signaling.presence import Credential, LocalSession
+
+    def session(channel: str, address: str, connected_at: float) -> LocalSession:
+        return LocalSession(
+            username="carol",
+            channel_name=channel,
+            credential=Credential(),
+            client_address=address,
+            user_agent="okhttp/4.12",
+            connected_at=connected_at,
+        )
+
+    now = timezone.now()
+    earlier = now.timestamp() - 120
+
+    def write(sessions):
+        ServerProcess.objects.update_or_create(
+            name=PROCESS_NAME,
+            defaults={"host": "h", "pid": 1, "started_at": now, "last_heartbeat": now},
+        )
+        live_sessions._write_sessions(sessions, now)
+
+    await sync_to_async(write)([session("specific.a!1", "10.0.0.1", earlier)])
+    # The same name again, later, from elsewhere: one row, the later one.
+    await sync_to_async(write)([session("specific.a!2", "10.0.0.2", earlier + 60)])
+    [row] = await sync_to_async(list)(LiveSession.objects.all())
+    assert (row.username, row.channel_name, row.client_address, row.user_agent) == (
+        "carol",
+        "specific.a!2",
+        "10.0.0.2",
+        "okhttp/4.12",
+    )
+    assert (row.process_id, row.account_id) == (PROCESS_NAME, None)
+    assert abs(row.connected_at.timestamp() - (earlier + 60)) < 0.001
+    assert row.last_seen == now
+
+
 def channel_layers_with_group_expiry(seconds: int) -> dict:
     return {
         "default": {
