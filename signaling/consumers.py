@@ -40,6 +40,10 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         # they are told when this session ends.
         self.peers: dict[str, str] = {}
         self.client_address = client_address(self.scope)
+        self.user_agent = user_agent(self.scope)
+        # Everything needed from the headers is read: let them go (a
+        # kilobyte or two per idle connection for the life of the socket).
+        self.scope["headers"] = ()
         self.ended = False
         self.closing = False
         self.counted = False
@@ -135,7 +139,7 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             channel_name=self.channel_name,
             credential=credential,
             client_address=self.client_address,
-            user_agent=user_agent(self.scope),
+            user_agent=self.user_agent,
         )
         group = protocol.group_name(message.username)
         # Join before claiming so the name is never claimed but unreachable.
@@ -150,8 +154,7 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             )
         self.username = message.username
         self.session = session
-        if self.sign_in_deadline is not None:
-            self.sign_in_deadline.cancel()
+        self.cancel_sign_in_deadline()
         if outcome.replaced_channel is not None:
             # The old session may be on another instance: tell it through
             # the layer, and take its place in the name's group.
@@ -329,11 +332,17 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         )
         await self.close_with(protocol.CloseCode.DISCONNECTED_BY_ADMIN)
 
+    def cancel_sign_in_deadline(self) -> None:
+        if self.sign_in_deadline is not None:
+            self.sign_in_deadline.cancel()
+            # The handle's callback refers to this consumer: keeping it
+            # would leave the consumer to the cyclic garbage collector.
+            self.sign_in_deadline = None
+
     async def disconnect(self, code):
         """Called when the socket closed, however it closed."""
         shutdown.forget(self)
-        if self.sign_in_deadline is not None:
-            self.sign_in_deadline.cancel()
+        self.cancel_sign_in_deadline()
         if self.counted:
             self.counted = False
             guards.connections.closed(self.client_address)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
@@ -31,8 +32,10 @@ class SessionIceServers:
     """Issues a connection's ICE servers and keeps them fresh while it lives."""
 
     def __init__(self, push: Callable[[IceServers], Awaitable[None]]) -> None:
-        # Sends an IceServers frame to the client.
-        self._push = push
+        # Sends an IceServers frame to the client. Held weakly: the push is
+        # a method of the consumer that holds this object, and a strong
+        # reference would make a cycle only the garbage collector frees.
+        self._push = weakref.WeakMethod(push) if hasattr(push, "__self__") else lambda: push
         self._username: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
@@ -66,8 +69,11 @@ class SessionIceServers:
         username = self._username
         if username is None:
             return
+        push = self._push()
+        if push is None:
+            return
         try:
-            await self._push(self.issue(username))
+            await push(self.issue(username))
         except Exception:
             # The socket is gone without a disconnect: stop, do not retry.
             self.stop()

@@ -145,6 +145,9 @@ class _WriteThrough(dict):
     def __delitem__(self, key):
         super().__delitem__(key)
         self._everything.pop(key, None)
+        # Daphne drops a connection once it is closed and its application
+        # finished: nothing reads the protocol object any more.
+        connection_footprint.forget(key)
 
 
 class _no_reschedule:
