@@ -84,7 +84,11 @@ class OriginCheckMiddleware:
                 "signaling sockets (cross-site WebSocket hijacking is possible)"
             )
 
-    async def __call__(self, scope, receive, send):
+    # Returns the application's coroutine rather than awaiting it, so no
+    # frame of this middleware stays suspended for the connection's life.
+    _asgi_single_callable = True
+
+    def __call__(self, scope, receive, send):
         origin = header(scope, b"origin")
         if origin_allowed(
             origin,
@@ -92,11 +96,11 @@ class OriginCheckMiddleware:
             allowed_origins=self.allowed_origins,
             allow_missing=settings.SIGNALING_ALLOW_MISSING_ORIGIN,
         ):
-            return await self.application(scope, receive, send)
+            return self.application(scope, receive, send)
         logger.info(
             "refused handshake address=%s code=origin_not_allowed origin=%r",
             client_address(scope),
             (origin or "")[:100],
         )
         # Closing before accept makes Daphne answer the handshake with 403.
-        return await WebsocketDenier()(scope, receive, send)
+        return WebsocketDenier()(scope, receive, send)

@@ -78,10 +78,9 @@ async def test_a_configured_origin_is_accepted(settings):
     settings.SIGNALING_ALLOWED_ORIGINS = ["https://app.example.com"]
     # The middleware reads settings when the application is built.
     from signaling.origins import OriginCheckMiddleware
-    from signaling.routing import websocket_urlpatterns
-    from channels.routing import URLRouter
+    from signaling.routing import websocket_application
 
-    app = OriginCheckMiddleware(URLRouter(websocket_urlpatterns))
+    app = OriginCheckMiddleware(websocket_application)
     communicator = WebsocketCommunicator(
         app, "/", headers=[(b"origin", b"https://app.example.com"), (b"host", b"x")]
     )
