@@ -19,15 +19,22 @@ from channels.layers import InMemoryChannelLayer
 
 from .mailbox import Mailbox
 
-# How often the full sweep may run; between sweeps only the queue or group
-# being used is checked.
-SWEEP_INTERVAL_SECONDS = 1.0
+# Expired messages and group memberships are swept a slice at a time: at
+# most SWEEP_BATCH channels and SWEEP_BATCH groups every SWEEP_INTERVAL
+# seconds, so a pass over 15 000 idle connections is spread over 3 s
+# instead of stalling every relay for ~25 ms once a second. Between steps
+# only the queue or group being used is checked.
+SWEEP_INTERVAL_SECONDS = 0.1
+SWEEP_BATCH = 500
 
 
 class SignalingInMemoryChannelLayer(InMemoryChannelLayer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._next_sweep = 0.0
+        # Names still to visit in the current pass, last first.
+        self._channels_to_sweep: list[str] = []
+        self._groups_to_sweep: list[str] = []
 
     def _mailbox(self, channel) -> Mailbox:
         box = self.channels.get(channel)
@@ -39,22 +46,45 @@ class SignalingInMemoryChannelLayer(InMemoryChannelLayer):
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL_SECONDS
-            self._clean_expired()
+            self._sweep_step(SWEEP_BATCH)
+
+    def _sweep_step(self, batch: int) -> None:
+        if not self._channels_to_sweep:
+            self._channels_to_sweep = list(self.channels)
+        if not self._groups_to_sweep:
+            self._groups_to_sweep = list(self.groups)
+        now = time.time()
+        channels, groups = self._channels_to_sweep, self._groups_to_sweep
+        for _ in range(min(batch, len(channels))):
+            self._sweep_channel(channels.pop(), now)
+        cutoff = now - self.group_expiry
+        for _ in range(min(batch, len(groups))):
+            self._sweep_group(groups.pop(), cutoff)
 
     def _clean_expired(self):
-        now = time.time()
-        for channel, box in list(self.channels.items()):
-            while box.items and box.items[0][0] < now:
-                box.items.pop(0)
-                # An expired message takes its channel out of every group.
-                self._remove_from_groups(channel)
-            if not box.items and box.waiter is None:
-                del self.channels[channel]
-        cutoff = time.time() - self.group_expiry
-        for members in self.groups.values():
-            for channel, joined in list(members.items()):
-                if joined and joined < cutoff:
-                    del members[channel]
+        """A whole pass at once (Channels' name for it)."""
+        self._channels_to_sweep, self._groups_to_sweep = [], []
+        self._sweep_step(max(len(self.channels), len(self.groups)))
+        self._channels_to_sweep, self._groups_to_sweep = [], []
+
+    def _sweep_channel(self, channel: str, now: float) -> None:
+        box = self.channels.get(channel)
+        if box is None:
+            return
+        while box.items and box.items[0][0] < now:
+            box.items.pop(0)
+            # An expired message takes its channel out of every group.
+            self._remove_from_groups(channel)
+        if not box.items and box.waiter is None:
+            del self.channels[channel]
+
+    def _sweep_group(self, group: str, cutoff: float) -> None:
+        members = self.groups.get(group)
+        if members is None:
+            return
+        for channel, joined in list(members.items()):
+            if joined and joined < cutoff:
+                del members[channel]
 
     async def send(self, channel, message):
         assert isinstance(message, dict), "message is not a dict"

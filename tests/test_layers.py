@@ -1,11 +1,16 @@
 """The in-memory channel layer keeps Channels' semantics at constant cost."""
 
 import asyncio
+import time
 
 import pytest
 from channels.exceptions import ChannelFull
 
-from signaling.layers import SignalingInMemoryChannelLayer
+from signaling.layers import (
+    SWEEP_BATCH,
+    SWEEP_INTERVAL_SECONDS,
+    SignalingInMemoryChannelLayer,
+)
 
 
 async def test_messages_arrive_in_order_and_wake_a_waiting_receiver():
@@ -57,24 +62,38 @@ async def test_group_memberships_expire_unless_renewed():
 
 async def test_a_receive_does_not_sweep_every_channel():
     """The stock layer walks every queue on each receive: cost per message
-    grew with the number of connections. Here the full sweep runs at most
-    once a second however many messages pass."""
+    grew with the number of connections. Here sweeping visits at most one
+    batch of channels per interval however many messages pass."""
     layer = SignalingInMemoryChannelLayer()
-    sweeps = 0
-    original = layer._clean_expired
+    visited = 0
+    original = layer._sweep_channel
 
-    def counting_sweep():
-        nonlocal sweeps
-        sweeps += 1
-        original()
+    def counting(channel, now):
+        nonlocal visited
+        visited += 1
+        original(channel, now)
 
-    layer._clean_expired = counting_sweep
-    idle = [asyncio.ensure_future(layer.receive(f"specific.i!{n}")) for n in range(1000)]
+    layer._sweep_channel = counting
+    idle = [asyncio.ensure_future(layer.receive(f"specific.i!{n}")) for n in range(3000)]
     await asyncio.sleep(0)
-    sweeps = 0
+    visited = 0
+    started = time.monotonic()
     for _ in range(2000):
         await layer.send("specific.a!1", {"type": "x"})
         await layer.receive("specific.a!1")
+    steps = (time.monotonic() - started) / SWEEP_INTERVAL_SECONDS + 1
     for task in idle:
         task.cancel()
-    assert sweeps <= 1
+    assert visited <= steps * SWEEP_BATCH < 3000
+
+
+async def test_a_sweep_pass_reaches_every_channel_in_slices():
+    layer = SignalingInMemoryChannelLayer(expiry=0)
+    for n in range(SWEEP_BATCH * 2 + 1):
+        await layer.send(f"specific.s!{n}", {"type": "old"})
+    await asyncio.sleep(0.01)
+    layer._sweep_step(SWEEP_BATCH)
+    assert len(layer.channels) == SWEEP_BATCH + 1
+    layer._sweep_step(SWEEP_BATCH)
+    layer._sweep_step(SWEEP_BATCH)
+    assert not layer.channels
