@@ -19,7 +19,7 @@ from .ice_refresh import SessionIceServers
 from .live_sessions import ensure_heartbeat, live_session_end, live_session_start
 from .presence import Claimed, LocalSession, registry
 from .protocol import ErrorCode, GetIceServers, ProtocolError, Relay, SignIn
-from .server_tuning import pause_reading
+from .server_tuning import pause_reading, read_slowly
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         self.scope["headers"] = ()
         self.ended = False
         self.closing = False
+        self.told_rate_limited = False
         self.counted = False
         self.sign_in_deadline = None
         refusal = guards.connection_refusal(self.client_address)
@@ -78,6 +79,7 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             return
         now = asyncio.get_running_loop().time()
         if not self.frames.allow(now):
+            read_slowly(self.scope)
             if self.refusals.allow(now):
                 # Read nothing more until the next frame would be allowed.
                 pause_reading(self.scope, 1 / self.frames.rate)
@@ -255,7 +257,12 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
 
     async def send_error(self, code: ErrorCode, message: str) -> None:
         metrics.error_sent(code)
-        logger.info(
+        # A client over the rate limit is told up to 50 times before it is
+        # closed; one log line says so (the flood must not flood the log).
+        repeated = code is ErrorCode.RATE_LIMITED and self.told_rate_limited
+        self.told_rate_limited |= code is ErrorCode.RATE_LIMITED
+        logger.log(
+            logging.DEBUG if repeated else logging.INFO,
             "error username=%s address=%s code=%s",
             self.username,
             self.client_address,

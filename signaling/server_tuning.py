@@ -57,6 +57,17 @@ def _tune_garbage_collector() -> None:
 # Scope key holding the connection's Twisted transport under Daphne.
 READ_PAUSE_SCOPE_KEY = "signaling.transport"
 
+# How much Twisted reads from a WebSocket in one go (its default: 64 KiB).
+# Autobahn parses every frame of a read, and the consumer handles them all,
+# before anything else runs: a flooder's 64 KiB is ~800 small frames and
+# ~15 ms during which the other clients wait. 4 KiB holds an SDP-sized
+# frame or ~50 small ones; bigger messages take several reads. Once a
+# client hits the rate limit its reads shrink to 2 KiB. Measured with
+# bench/ (relay throughput unchanged) and tests/test_security.py (flood
+# bystander p99 41.6 ms -> 2.3-5.8 ms against a 1.8 ms baseline).
+WEBSOCKET_READ_BYTES = 4096
+THROTTLED_READ_BYTES = 2048
+
 # Daphne's timeout check visits every connection every 2 s in one go (and
 # sends the pings that are due); split into this many slices, each
 # connection still visited every 2 s. With 15 000 idle connections a slice
@@ -100,6 +111,8 @@ def _patch_daphne_housekeeping() -> None:
         transport = getattr(protocol, "transport", None)
         if transport is not None and hasattr(transport, "pauseProducing"):
             scope[READ_PAUSE_SCOPE_KEY] = transport
+            if scope.get("type") == "websocket" and hasattr(transport, "bufferSize"):
+                transport.bufferSize = WEBSOCKET_READ_BYTES
         queue = original_create(self, protocol, scope)
         details = self.connections.get(protocol)
         instance = details and details.get("application_instance")
@@ -175,6 +188,15 @@ class _no_reschedule:
 
     def __exit__(self, *exc):
         self.reactor.callLater = self.original
+
+
+def read_slowly(scope) -> None:
+    """Read this client's socket in small pieces from now on (see
+    THROTTLED_READ_BYTES). A no-op under servers that do not expose their
+    transport."""
+    transport = scope.get(READ_PAUSE_SCOPE_KEY)
+    if transport is not None and hasattr(transport, "bufferSize"):
+        transport.bufferSize = THROTTLED_READ_BYTES
 
 
 def pause_reading(scope, seconds: float | None) -> None:
