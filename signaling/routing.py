@@ -1,9 +1,10 @@
 """Where WebSocket connections go.
 
-Channels' URLRouter and ``as_asgi()`` would do the same, but each keeps a
-coroutine frame (and URLRouter a copy of the scope) suspended for the whole
-life of every connection: about 2 KB per idle connection. These are plain
-functions that hand back the consumer's own coroutine.
+Channels' ProtocolTypeRouter, URLRouter and ``as_asgi()`` would do the
+same, but each keeps a coroutine frame (and URLRouter a copy of the scope)
+suspended for the whole life of every connection: about 2 KB per idle
+connection. Below the one ``async def`` that servers need to see, these are
+plain functions that hand back the consumer's own coroutine.
 """
 
 from __future__ import annotations
@@ -33,15 +34,17 @@ websocket_application._asgi_single_callable = True
 
 
 def protocol_router(*, http, websocket):
-    """ProtocolTypeRouter's dispatch by scope type, as a plain function."""
+    """ProtocolTypeRouter's dispatch by scope type.
 
-    def application(scope, receive, send):
+    The one coroutine frame of the chain: servers tell ASGI 3 applications
+    from ASGI 2 ones by ``async def`` (uvicorn would call a plain function
+    with the scope alone)."""
+
+    async def application(scope, receive, send):
         if scope["type"] == "http":
-            return http(scope, receive, send)
+            return await http(scope, receive, send)
         if scope["type"] == "websocket":
-            return websocket(scope, receive, send)
+            return await websocket(scope, receive, send)
         raise ValueError(f"No application configured for scope type {scope['type']!r}")
 
-    # ASGI 3 (one call), which asgiref cannot tell from a plain function.
-    application._asgi_single_callable = True
     return application
