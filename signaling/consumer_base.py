@@ -16,6 +16,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
 from . import metrics
+from .server_tuning import pause_reading, resume_reading
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,10 @@ try:
     CONNECTION_GONE += (Disconnected,)
 except ImportError:  # pragma: no cover - another ASGI server than Daphne
     pass
+
+# A connection with frames queued steps aside for the others after
+# handling this many back to back.
+FRAMES_BEFORE_YIELDING = 8
 
 # Back-off while the channel layer is unreachable: quick to notice its
 # return, without spinning while it is gone.
@@ -67,11 +72,36 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         # Handlers from both sources run one at a time, in arrival order.
         self.dispatch_lock = asyncio.Lock()
         layer_pump = asyncio.ensure_future(self._pump_layer())
+        inbox = getattr(receive, "__self__", None)
+        queued = getattr(inbox, "qsize", None)
+        streak = 0
+        held = False
         try:
             while True:
                 message = await receive()
                 async with self.dispatch_lock:
                     await self.dispatch(message)
+                if queued is None:
+                    continue
+                # receive() does not suspend while frames are queued: a
+                # client's burst would hold the event loop until its queue
+                # is empty. After a few frames, stop reading its socket (or
+                # the server would only read ahead) and let the others run;
+                # read again once its queue is empty.
+                if queued():
+                    streak += 1
+                    if streak >= FRAMES_BEFORE_YIELDING:
+                        streak = 0
+                        if not held and not self.closing:
+                            held = True
+                            pause_reading(self.scope, None)
+                        await asyncio.sleep(0)
+                else:
+                    streak = 0
+                    if held:
+                        held = False
+                        if not self.closing:
+                            resume_reading(self.scope)
         except StopConsumer:
             pass
         finally:

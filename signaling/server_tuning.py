@@ -214,6 +214,13 @@ def read_slowly(scope) -> None:
         transport.bufferSize = THROTTLED_READ_BYTES
 
 
+def resume_reading(scope) -> None:
+    """Read the client's socket again after ``pause_reading(scope, None)``."""
+    transport = scope.get(READ_PAUSE_SCOPE_KEY)
+    if transport is not None:
+        transport.resumeProducing()
+
+
 def pause_reading(scope, seconds: float | None) -> None:
     """Stop reading the client's socket for ``seconds`` (None: for good).
 
