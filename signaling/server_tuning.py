@@ -222,7 +222,8 @@ def resume_reading(scope) -> None:
 
 
 def pause_reading(scope, seconds: float | None) -> None:
-    """Stop reading the client's socket for ``seconds`` (None: for good).
+    """Stop reading the client's socket for ``seconds`` (None: until
+    ``resume_reading``).
 
     The kernel's buffers then fill and the client's sends block, instead of
     Daphne parsing every frame of a flood that will be refused anyway. A
