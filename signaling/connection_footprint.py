@@ -176,6 +176,11 @@ def forget(protocol) -> None:
     reference counting free them at once."""
     if isinstance(protocol, _trimmed_classes):
         protocol.__dict__.clear()
+        # Autobahn leaves some timers running after the socket closed (its
+        # closing-handshake timeout among them); when one fires it must see
+        # a closed connection, not the class-level default state of an open
+        # one (which made it drop another connection's socket).
+        protocol.state = protocol.STATE_CLOSED
 
 
 _trimmed_classes: tuple[type, ...] = ()
