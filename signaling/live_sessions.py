@@ -217,13 +217,19 @@ async def _writer_loop() -> None:
             _pending.ends.update(ends)
 
 
-def _ensure_writer() -> None:
+def _ensure_running(tasks: dict[asyncio.AbstractEventLoop, asyncio.Task], loop_body) -> None:
+    """Run ``loop_body()`` as one task per event loop (tests use several
+    loops), starting it again if it ended."""
     loop = asyncio.get_running_loop()
-    task = _writers.get(loop)
+    task = tasks.get(loop)
     if task is None or task.done():
-        for other in [key for key in _writers if key.is_closed()]:
-            del _writers[other]
-        _writers[loop] = loop.create_task(_writer_loop())
+        for other in [key for key in tasks if key.is_closed()]:
+            del tasks[other]
+        tasks[loop] = loop.create_task(loop_body())
+
+
+def _ensure_writer() -> None:
+    _ensure_running(_writers, _writer_loop)
 
 
 @database_sync_to_async
@@ -293,12 +299,7 @@ _heartbeats: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 
 def ensure_heartbeat() -> None:
     """Start this process's heartbeat on the running loop, once."""
-    loop = asyncio.get_running_loop()
-    task = _heartbeats.get(loop)
-    if task is None or task.done():
-        for other in [key for key in _heartbeats if key.is_closed()]:
-            del _heartbeats[other]
-        _heartbeats[loop] = loop.create_task(_heartbeat_loop())
+    _ensure_running(_heartbeats, _heartbeat_loop)
 
 
 # Database work in progress in a thread, which cancelling its awaiter does
