@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import sys
 
+# Daphne's own rules for header names and values (daphne is a requirement;
+# importing this module installs no reactor).
+from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES
+
 _PATCHED = "_signaling_handoff"
 
 
 def upgrade_query_string(data: bytes) -> bytes | None:
     """The query string of ``data`` if it is a complete WebSocket upgrade
     request that Daphne would pass to Autobahn, else None."""
-    from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES
-
     if not data.startswith(b"GET "):
         return None
     head_end = data.find(b"\r\n\r\n")

@@ -37,7 +37,7 @@ async def test_plain_http_keeps_working_between_websocket_upgrades(server):
         await client.close()
 
 
-async def test_server_side_close_of_a_trimmed_connection_is_logged_without_errors(server):
+async def test_a_trimmed_connection_closes_and_is_logged_without_errors(server):
     # Daphne reads the request path at disconnect; the trimmed request
     # object must still have it.
     client = await Client.connect(server.ws_url)
