@@ -86,6 +86,20 @@ def choose_plan(args: argparse.Namespace, fd_limit: int) -> Plan:
     return plan
 
 
+def prepare_tool_run(kind: str, commit: str | None) -> tuple[Path, Path]:
+    """The set-up bench.memory and bench.profile share: this process on the
+    driver core, file limit raised, the Node side installed, a run
+    directory ``.runs/<kind>-<time>``, and the code to measure (the working
+    tree, or ``commit`` exported into the run directory)."""
+    os.sched_setaffinity(0, {DRIVER_CORE})
+    raise_fd_limit()
+    npm.ensure_installed()
+    run_dir = BENCH_DIR / ".runs" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    source = export_commit(commit, run_dir) if commit else ROOT
+    return run_dir, source
+
+
 def export_commit(revision: str, run_dir: Path) -> Path:
     """Extract the tree of ``revision`` into the run directory."""
     target = run_dir / "source"

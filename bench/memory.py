@@ -20,12 +20,11 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from bench import npm
-from bench.cli import BENCH_DIR, export_commit
+from bench.cli import BENCH_DIR, prepare_tool_run
 from bench.runner import IdleHolder
-from bench.servers import (DAPHNE_FLAGS, ROOT, ServerProcess, _start, _wait_http, migrate,
+from bench.servers import (DAPHNE_FLAGS, ServerProcess, _start, _wait_http, migrate,
                            ours_environment)
-from bench.system import DRIVER_CORE, SOURCE_ADDRESSES, free_port, raise_fd_limit, rss_kib, \
+from bench.system import SOURCE_ADDRESSES, free_port, rss_kib, \
     wait_until_quiet
 
 
@@ -50,12 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", default=None)
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args(argv)
-    os.sched_setaffinity(0, {DRIVER_CORE})
-    raise_fd_limit()
-    npm.ensure_installed()
-    run_dir = BENCH_DIR / ".runs" / ("memory-" + time.strftime("%Y%m%d-%H%M%S"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    source = export_commit(args.commit, run_dir) if args.commit else ROOT
+    run_dir, source = prepare_tool_run("memory", args.commit)
     database_url = migrate(run_dir, source)
     port = free_port()
     env = ours_environment(database_url)

@@ -18,23 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import npm
-from bench.cli import BENCH_DIR, export_commit
+from bench.cli import prepare_tool_run
 from bench.measures import handshakes, relay
 from bench.plan import FULL, Plan
 from bench.runner import IdleHolder
-from bench.servers import ROOT, ServerProcess, migrate, source_commit, start_ours
-from bench.system import DRIVER_CORE, SOURCE_ADDRESSES, pinned, raise_fd_limit, wait_until_quiet
+from bench.servers import ServerProcess, migrate, source_commit, start_ours
+from bench.system import DRIVER_CORE, SOURCE_ADDRESSES, pinned, wait_until_quiet
 
 logger = logging.getLogger("bench")
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -149,12 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not PY_SPY.exists() and shutil.which("py-spy") is None:
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
-    os.sched_setaffinity(0, {DRIVER_CORE})
-    raise_fd_limit()
-    npm.ensure_installed()
-    run_dir = BENCH_DIR / ".runs" / ("profile-" + time.strftime("%Y%m%d-%H%M%S"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    source = export_commit(args.commit, run_dir) if args.commit else ROOT
+    run_dir, source = prepare_tool_run("profile", args.commit)
     plan: Plan = replace(FULL, relay_warmup_s=1.0, relay_duration_s=args.duration,
                          handshake_warmup_s=1.0, handshake_duration_s=args.duration,
                          idle_clients=args.idle)
