@@ -9,7 +9,7 @@ import gc
 import logging
 import sys
 
-from . import connection_footprint, reactor_tuning, websocket_handoff
+from . import connection_footprint, reactor_tuning, websocket_frames, websocket_handoff
 
 
 def apply() -> None:
@@ -22,6 +22,7 @@ def apply() -> None:
     _wait_longer_for_close_replies()
     reactor_tuning.apply()
     websocket_handoff.apply()
+    websocket_frames.apply()
 
 
 # How long the server waits for a client to answer its close frame before
