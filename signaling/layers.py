@@ -12,6 +12,7 @@ second.
 
 from __future__ import annotations
 
+import random
 import time
 
 from channels.exceptions import ChannelFull
@@ -35,6 +36,12 @@ class SignalingInMemoryChannelLayer(InMemoryChannelLayer):
         # Names still to visit in the current pass, last first.
         self._channels_to_sweep: list[str] = []
         self._groups_to_sweep: list[str] = []
+
+    async def new_channel(self, prefix="specific."):
+        # Channels' own draws 12 letters one random.choice at a time (24
+        # Python calls per connection); 64 random bits make as unlikely a
+        # clash, in one call.
+        return f"{prefix}.inmemory!{random.getrandbits(64):016x}"
 
     def _mailbox(self, channel) -> Mailbox:
         box = self.channels.get(channel)

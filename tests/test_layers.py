@@ -97,3 +97,12 @@ async def test_a_sweep_pass_reaches_every_channel_in_slices():
     layer._sweep_step(SWEEP_BATCH)
     layer._sweep_step(SWEEP_BATCH)
     assert not layer.channels
+
+
+async def test_new_channels_have_valid_distinct_names():
+    layer = SignalingInMemoryChannelLayer()
+    names = {await layer.new_channel() for _ in range(1000)}
+    assert len(names) == 1000
+    for name in names:
+        layer.require_valid_channel_name(name)
+        assert name.startswith("specific..inmemory!")
