@@ -138,6 +138,9 @@ class _SendQueue(list):
 
 def _trim_open_connections(protocol_class) -> None:
     on_open = protocol_class.onOpen
+    # What reading each name from the class gives (looked up once).
+    class_values: dict[str, object] = {}
+    missing = object()
 
     def on_open_then_trim(self):
         result = on_open(self)
@@ -155,15 +158,37 @@ def _trim_open_connections(protocol_class) -> None:
         for name, value in attributes.items():
             if name in _HANDSHAKE_ONLY:
                 continue
-            if type(value) in _SHAREABLE_TYPES and _shared_on_class(protocol_class, name, value):
-                continue
+            if type(value) in _SHAREABLE_TYPES:
+                current = class_values.get(name, missing)
+                if current is missing:
+                    current = getattr(protocol_class, name, missing)
+                    if current is missing:
+                        # The first connection's value becomes the class
+                        # default; later connections drop theirs when equal.
+                        setattr(protocol_class, name, value)
+                        current = value
+                    class_values[name] = current
+                if type(current) is type(value) and current == value:
+                    continue
             kept[name] = value
         # A new dict: deleting keys would not shrink the old one.
         protocol.__dict__ = kept
+        if protocol_class.__dict__.get("CONFIG_ATTRS") is None:
+            _copy_only_unshared_settings(protocol_class, kept)
 
     protocol_class.onOpen = on_open_then_trim
     global _trimmed_classes
     _trimmed_classes = (protocol_class,)
+
+
+def _copy_only_unshared_settings(protocol_class, kept: dict) -> None:
+    # Autobahn copies each of its ~30 settings from the factory into every
+    # new connection (unless already readable there) and lists them all for
+    # a debug line: ~100 calls per connection. After the first connection's
+    # trim, a setting it did not keep reads the factory's value from the
+    # class, so only the ones it kept still need copying. Daphne's factory
+    # settings do not change once it serves.
+    protocol_class.CONFIG_ATTRS = [name for name in protocol_class.CONFIG_ATTRS if name in kept]
 
 
 def forget(protocol) -> None:
@@ -184,15 +209,3 @@ def forget(protocol) -> None:
 
 
 _trimmed_classes: tuple[type, ...] = ()
-
-
-def _shared_on_class(protocol_class, name: str, value) -> bool:
-    """True when reading ``name`` from the class gives ``value``: the first
-    connection's value becomes the class default for names the class does
-    not define; later connections drop their entry when theirs is equal."""
-    missing = object()
-    current = getattr(protocol_class, name, missing)
-    if current is missing:
-        setattr(protocol_class, name, value)
-        return True
-    return type(current) is type(value) and current == value
