@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from channels.consumer import get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
@@ -16,6 +17,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
 from . import metrics
+from .mailbox import Mailbox
 from .server_tuning import pause_reading, resume_reading
 
 logger = logging.getLogger(__name__)
@@ -69,18 +71,31 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send
-        # Handlers from both sources run one at a time, in arrival order.
-        self.dispatch_lock = asyncio.Lock()
-        layer_pump = asyncio.ensure_future(self._pump_layer())
         inbox = getattr(receive, "__self__", None)
+        attach = getattr(self.channel_layer, "attach", None)
+        layer_pump = None
+        if attach is not None and isinstance(inbox, Mailbox):
+            # The in-memory layer delivers into the same inbox as the
+            # socket: one reader, nothing to lock.
+            attach(self.channel_name, inbox)
+        else:
+            # Handlers from both sources run one at a time, in arrival order.
+            self.dispatch_lock = asyncio.Lock()
+            layer_pump = asyncio.ensure_future(self._pump_layer())
         queued = getattr(inbox, "qsize", None)
         streak = 0
         held = False
         try:
             while True:
                 message = await receive()
-                async with self.dispatch_lock:
+                if type(message) is tuple:
+                    # (expires, event) from the attached channel layer.
+                    await self._dispatch_layer_event(*message)
+                elif layer_pump is None:
                     await self.dispatch(message)
+                else:
+                    async with self.dispatch_lock:
+                        await self.dispatch(message)
                 if queued is None:
                     continue
                 # receive() does not suspend while frames are queued: a
@@ -105,7 +120,24 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         except StopConsumer:
             pass
         finally:
-            layer_pump.cancel()
+            if layer_pump is None:
+                self.channel_layer.detach(self.channel_name)
+            else:
+                layer_pump.cancel()
+
+    async def _dispatch_layer_event(self, expires: float, message: dict) -> None:
+        if expires < time.time():
+            # As the layer's receive() does with an expired message.
+            self.channel_layer.expired(self.channel_name)
+            return
+        try:
+            await self.dispatch(message)
+        except StopConsumer:
+            # As the layer pump did: no more layer events, the socket's
+            # events still run until it closes.
+            self.channel_layer.detach(self.channel_name)
+        except Exception:
+            logger.exception("channel-layer event failed: %s", message.get("type"))
 
     async def _pump_layer(self):
         while True:

@@ -1,9 +1,17 @@
-"""How the consumer reads a burst, against a real Daphne: it steps aside
-for other clients (pausing reads from the bursting socket) and still
-delivers every frame, in order."""
+"""How the consumer reads: a burst, against a real Daphne, steps aside for
+other clients (pausing reads from the bursting socket) and still delivers
+every frame, in order; fed from a Mailbox (as under Daphne), it reads its
+channel layer events from the same inbox."""
 
 import asyncio
+import json
 
+import pytest
+from channels.layers import get_channel_layer
+
+from signaling.mailbox import Mailbox
+from signaling.protocol import group_name
+from signaling_site.asgi import application
 from tests.clients import Client
 
 
@@ -35,3 +43,35 @@ async def test_a_burst_within_the_limit_arrives_complete_and_in_order(server):
     # Reading was resumed: the sender is still heard.
     await sender.send_json({"type": "IceCandidates", "target": "burst-receiver", "data": "after"})
     assert (await receiver.receive_json(timeout=5))["data"] == "after"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("background_tasks_stopped")
+async def test_a_consumer_fed_from_a_mailbox_reads_layer_events_from_it_and_drops_expired_ones():
+    # As under Daphne: the inbox is a Mailbox, so the in-memory layer
+    # delivers into it and no second reader runs.
+    inbox, sent = Mailbox(), asyncio.Queue()
+    scope = {
+        "type": "websocket", "path": "/", "query_string": b"", "headers": [],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80), "subprotocols": [],
+    }
+    task = asyncio.ensure_future(application(scope, inbox.get, sent.put))
+    inbox.put({"type": "websocket.connect"})
+    assert (await asyncio.wait_for(sent.get(), 3))["type"] == "websocket.accept"
+    sign_in = json.dumps({"type": "SignIn", "username": "mbox"})
+    inbox.put({"type": "websocket.receive", "text": sign_in})
+    assert json.loads((await asyncio.wait_for(sent.get(), 3))["text"])["type"] == "SignedIn"
+    layer = get_channel_layer()
+    [channel] = layer.groups[group_name("mbox")]
+    assert layer.channels[channel] is inbox
+    event = {"type": "signal.relay", "frame": '{"type": "Offer"}', "sender": "x",
+             "sender_channel": "specific..inmemory!x", "target": "mbox"}
+    layer.expiry, expiry = -1, layer.expiry
+    await layer.send(channel, event)  # expired on arrival: dropped
+    layer.expiry = expiry
+    await layer.send(channel, event)
+    assert (await asyncio.wait_for(sent.get(), 3))["text"] == '{"type": "Offer"}'
+    assert sent.empty()
+    inbox.put({"type": "websocket.disconnect", "code": 1000})
+    await asyncio.wait_for(task, 3)
+    assert channel not in layer.channels

@@ -11,6 +11,7 @@ from signaling.layers import (
     SWEEP_INTERVAL_SECONDS,
     SignalingInMemoryChannelLayer,
 )
+from signaling.mailbox import Mailbox
 
 
 async def test_messages_arrive_in_order_and_wake_a_waiting_receiver():
@@ -106,3 +107,44 @@ async def test_new_channels_have_valid_distinct_names():
     for name in names:
         layer.require_valid_channel_name(name)
         assert name.startswith("specific..inmemory!")
+
+
+async def test_an_attached_channel_is_delivered_into_its_consumers_inbox():
+    layer = SignalingInMemoryChannelLayer(capacity=3)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "early"})
+    inbox = Mailbox()
+    inbox.put({"type": "websocket.connect"})
+    layer.attach(channel, inbox)
+    await layer.send(channel, {"type": "late"})
+    items = [await inbox.get() for _ in range(3)]
+    assert items[0] == {"type": "websocket.connect"}
+    assert [message["type"] for _, message in items[1:]] == ["early", "late"]
+    assert all(expires > time.time() for expires, _ in items[1:])
+
+
+async def test_an_attached_inbox_holding_capacity_events_of_any_kind_refuses():
+    layer = SignalingInMemoryChannelLayer(capacity=2)
+    channel = await layer.new_channel()
+    inbox = Mailbox()
+    layer.attach(channel, inbox)
+    inbox.put({"type": "websocket.receive", "text": "x"})
+    await layer.send(channel, {"type": "one"})
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"type": "two"})
+    assert inbox.qsize() == 2
+
+
+async def test_a_detached_channel_no_longer_reaches_the_inbox_and_sweeps_skip_attached_ones():
+    layer = SignalingInMemoryChannelLayer(expiry=0)
+    channel = await layer.new_channel()
+    inbox = Mailbox()
+    layer.attach(channel, inbox)
+    inbox.put({"type": "websocket.receive", "text": "x"})
+    await layer.send(channel, {"type": "expiring"})
+    time.sleep(0.01)
+    layer._clean_expired()  # would choke on the socket event if it looked
+    assert inbox.qsize() == 2
+    layer.detach(channel)
+    await layer.send(channel, {"type": "after"})
+    assert inbox.qsize() == 2
