@@ -123,12 +123,18 @@ async def test_an_attached_channel_is_delivered_into_its_consumers_inbox():
     assert all(expires > time.time() for expires, _ in items[1:])
 
 
-async def test_an_attached_inbox_holding_capacity_events_of_any_kind_refuses():
-    layer = SignalingInMemoryChannelLayer(capacity=2)
+async def attached_with_a_socket_event(layer):
+    """A channel attached to an inbox that already holds a socket event."""
     channel = await layer.new_channel()
     inbox = Mailbox()
     layer.attach(channel, inbox)
     inbox.put({"type": "websocket.receive", "text": "x"})
+    return channel, inbox
+
+
+async def test_an_attached_inbox_holding_capacity_events_of_any_kind_refuses():
+    layer = SignalingInMemoryChannelLayer(capacity=2)
+    channel, inbox = await attached_with_a_socket_event(layer)
     await layer.send(channel, {"type": "one"})
     with pytest.raises(ChannelFull):
         await layer.send(channel, {"type": "two"})
@@ -137,10 +143,7 @@ async def test_an_attached_inbox_holding_capacity_events_of_any_kind_refuses():
 
 async def test_a_detached_channel_no_longer_reaches_the_inbox_and_sweeps_skip_attached_ones():
     layer = SignalingInMemoryChannelLayer(expiry=0)
-    channel = await layer.new_channel()
-    inbox = Mailbox()
-    layer.attach(channel, inbox)
-    inbox.put({"type": "websocket.receive", "text": "x"})
+    channel, inbox = await attached_with_a_socket_event(layer)
     await layer.send(channel, {"type": "expiring"})
     time.sleep(0.01)
     layer._clean_expired()  # would choke on the socket event if it looked
