@@ -66,3 +66,24 @@ def test_benchmark_smoke_run(tmp_path):
     assert cross["supported"] in (True, False), cross
     if cross["supported"]:
         assert cross["added_one_way_p50_ms"] is not None
+
+
+@pytest.mark.timeout(300)
+def test_instruction_counts_smoke_run():
+    # bench.instructions runs the server under valgrind (on every machine
+    # this project targets; a fresh Debian gets it from apt).
+    assert shutil.which("valgrind"), "bench.instructions needs valgrind (apt-get install valgrind)"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.instructions", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    json_path = done.stdout.rsplit("JSON: ", 1)[1].strip()
+    measured = json.loads(Path(json_path).read_text())["measured"]
+    # Far more than nothing, far less than a stuck server would count.
+    assert 200_000 < measured["sign-ins"] < 50_000_000, measured
+    assert 20_000 < measured["relays"] < 10_000_000, measured
+    assert measured["handshakes"] > 2 * measured["sign-ins"], measured
