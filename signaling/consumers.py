@@ -46,7 +46,8 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         self.scope["headers"] = ()
         self.ended = False
         self.closing = False
-        self.told_rate_limited = False
+        # Error codes this connection was already told (logged once each).
+        self.told_codes: frozenset[ErrorCode] = frozenset()
         self.counted = False
         self.sign_in_deadline = None
         refusal = guards.connection_refusal(self.client_address)
@@ -257,10 +258,14 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
 
     async def send_error(self, code: ErrorCode, message: str) -> None:
         metrics.error_sent(code)
-        # A client over the rate limit is told up to 50 times before it is
-        # closed; one log line says so (the flood must not flood the log).
-        repeated = code is ErrorCode.RATE_LIMITED and self.told_rate_limited
-        self.told_rate_limited |= code is ErrorCode.RATE_LIMITED
+        # A client repeating a mistake (a flood told rate_limited 50 times,
+        # a fuzzer sending the same bad frame) gets one INFO line per kind
+        # of error, the repeats at DEBUG: a flood of bad frames must not
+        # flood the log, and the line costs more than the answer. The
+        # metrics still count every one.
+        repeated = code in self.told_codes
+        if not repeated:
+            self.told_codes |= {code}
         logger.log(
             logging.DEBUG if repeated else logging.INFO,
             "error username=%s address=%s code=%s",

@@ -268,3 +268,16 @@ async def _get(**filters) -> LiveSession:
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(LiveSession.objects.get)(**filters)
+
+
+async def test_a_repeated_error_is_logged_once_per_kind_and_answered_every_time(caplog):
+    caplog.set_level("DEBUG", logger="signaling.consumers")
+    peer = await Peer.connect()
+    for _ in range(3):
+        await peer.send_text("not json")
+        assert (await peer.receive())["type"] == "Error"
+    await peer.send(type="Offer", target="nobody", data="sdp")
+    assert (await peer.receive())["code"] == "not_signed_in"
+    errors = [r for r in caplog.records if r.getMessage().startswith("error ")]
+    assert [r.levelname for r in errors] == ["INFO", "DEBUG", "DEBUG", "INFO"]
+    await peer.close()
