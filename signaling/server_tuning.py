@@ -9,7 +9,9 @@ import gc
 import logging
 import sys
 
-from . import connection_footprint, reactor_tuning, websocket_frames, websocket_handoff
+from django.conf import settings
+
+from . import collector, connection_footprint, reactor_tuning, websocket_frames, websocket_handoff
 
 
 def apply() -> None:
@@ -109,6 +111,9 @@ def _tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 5, 100)
+    # From then on, what survives is frozen out of the collector each
+    # second, and collected in full once an hour (collector.py).
+    collector.start(settings.SIGNALING_GC_FREEZE_SECONDS, settings.SIGNALING_GC_RECLAIM_SECONDS)
 
 
 # Scope key holding the connection's Twisted transport under Daphne.

@@ -14,6 +14,10 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memor
 
 SIGNALING_SESSION_WRITE_SECONDS = 0.05
 
+# The test process is no server: its garbage is collected as usual (Daphne
+# processes started by tests keep the default).
+SIGNALING_GC_FREEZE_SECONDS = 0
+
 # Fast hashing: account sign-ins in tests need not cost 100 ms each.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = (  # noqa: F405
