@@ -333,7 +333,7 @@ async def test_a_flood_from_one_client_is_held_to_the_rate_limit(start_server):
     # 4 KiB (2 KiB once over the limit), pause while the bucket is empty,
     # and pause while the consumer works through a backlog, stepping aside
     # every 8 frames: with L0 as the bystanders, 2.2-18.5 ms against a
-    # 1.8-13.1 ms baseline over 20 runs, within 2x in 18 (150-306 ms when
+    # 1.8-13.1 ms baseline over 26 runs, within 2x in 24 (150-306 ms when
     # Daphne read and parsed 64 KiB of the flood at a time). The quiet
     # baseline alone varies that much on a shared machine, hence the floor.
     assert bystanders.p99_ms() <= max(2 * baseline.p99_ms(), 25)
