@@ -18,6 +18,7 @@ import pytest
 import websockets
 
 from tests.clients import Client
+from tests.servers import rss_kb
 
 SECRET_PASSWORD = "hunter2-very-secret"
 SDP_MARKER = "a=fingerprint:sha-256 AB:CD"
@@ -77,14 +78,6 @@ def start_signed_in_client(server, name: str, address: str, directory) -> subpro
     child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
     return child
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 async def connect(server, address="127.0.0.1", **kwargs) -> Client:
