@@ -129,26 +129,28 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         if expires < time.time():
             # As the layer's receive() does with an expired message.
             self.channel_layer.expired(self.channel_name)
-            return
-        try:
-            await self.dispatch(message)
-        except StopConsumer:
-            # As the layer pump did: no more layer events, the socket's
-            # events still run until it closes.
+        elif not await self._handle_layer_event(message):
+            # As the layer pump: no more layer events, the socket's events
+            # still run until it closes.
             self.channel_layer.detach(self.channel_name)
-        except Exception:
-            logger.exception("channel-layer event failed: %s", message.get("type"))
 
     async def _pump_layer(self):
         while True:
             message = await self._receive_from_layer()
             async with self.dispatch_lock:
-                try:
-                    await self.dispatch(message)
-                except StopConsumer:
+                if not await self._handle_layer_event(message):
                     return
-                except Exception:
-                    logger.exception("channel-layer event failed: %s", message.get("type"))
+
+    async def _handle_layer_event(self, message: dict) -> bool:
+        """Run a layer event's handler; False when it stopped the consumer.
+        A failing handler is logged, not allowed to end the connection."""
+        try:
+            await self.dispatch(message)
+        except StopConsumer:
+            return False
+        except Exception:
+            logger.exception("channel-layer event failed: %s", message.get("type"))
+        return True
 
     async def _receive_from_layer(self):
         delay = LAYER_RETRY_FIRST_SECONDS
