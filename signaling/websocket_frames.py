@@ -25,7 +25,8 @@ class FrameUnmasker:
 
     __slots__ = ("mask", "position")
 
-    def __init__(self, mask: bytes) -> None:
+    def __init__(self, mask: bytes, length: int | None = None) -> None:
+        # Autobahn's create_xor_masker signature; the length is not needed.
         self.mask = bytes(mask)
         self.position = 0
 
@@ -43,11 +44,6 @@ class FrameUnmasker:
             # This piece starts mid-way through the 4-byte mask cycle.
             mask = mask[offset:] + mask[:offset]
         return apply_mask(data, mask)
-
-
-def frame_unmasker(mask: bytes, length: int | None = None) -> FrameUnmasker:
-    """Autobahn's create_xor_masker signature."""
-    return FrameUnmasker(mask)
 
 
 class Utf8Checker:
@@ -90,6 +86,6 @@ def apply() -> None:
     # Autobahn's protocol module looks both names up at call time.
     if not hasattr(protocol, "create_xor_masker") or not hasattr(protocol, "Utf8Validator"):
         return
-    protocol.create_xor_masker = frame_unmasker
+    protocol.create_xor_masker = FrameUnmasker
     protocol.Utf8Validator = Utf8Checker
     setattr(protocol, _PATCHED, True)
