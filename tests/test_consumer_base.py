@@ -67,8 +67,10 @@ async def test_a_consumer_fed_from_a_mailbox_reads_layer_events_from_it_and_drop
     event = {"type": "signal.relay", "frame": '{"type": "Offer"}', "sender": "x",
              "sender_channel": "specific..inmemory!x", "target": "mbox"}
     layer.expiry, expiry = -1, layer.expiry
-    await layer.send(channel, event)  # expired on arrival: dropped
-    layer.expiry = expiry
+    try:
+        await layer.send(channel, event)  # expired on arrival: dropped
+    finally:
+        layer.expiry = expiry
     await layer.send(channel, event)
     assert (await asyncio.wait_for(sent.get(), 3))["text"] == '{"type": "Offer"}'
     assert sent.empty()
