@@ -123,15 +123,87 @@ async def test_invalid_utf8_split_over_fragments_fails_the_connection(server):
     reader, writer = await raw_signed_in(server, "frames-invalid")
     writer.write(masked_frame(0x1, b'{"type": "Offer", "data": "\xe2\x82', fin=False))
     writer.write(masked_frame(0x0, b'A"}'))
-    # Autobahn fails the connection by dropping it (its failByDrop), as it
-    # did with its own validator; a close frame, if one got out, says 1007.
+    # As it did with Autobahn's own validator.
+    await assert_connection_failed(reader, writer, server, "frames-invalid", 1007)
+
+
+def frame_with_length_bytes(payload: bytes, length_bytes: bytes, masked: bool = True) -> bytes:
+    """A text frame whose length field is given as is (to write the
+    encodings Autobahn refuses)."""
+    mask = os.urandom(4) if masked else b""
+    body = create_xor_masker(mask, len(payload)).process(payload) if masked else payload
+    return bytes([0x81]) + bytes([length_bytes[0] | (0x80 if masked else 0)]) + (
+        length_bytes[1:] + mask + body
+    )
+
+
+async def test_whole_frames_read_together_are_relayed_in_order(server):
+    receiver = await Client.connect(server.ws_url)
+    await receiver.sign_in("whole-receiver")
+    reader, writer = await raw_signed_in(server, "whole-sender")
+    datas = ["short", "é" * 400, "", "x" * 100, "😀" * 30]
+    frames = [
+        masked_frame(0x1, json.dumps({"type": "IceCandidates", "target": "whole-receiver",
+                                      "data": data}).encode())
+        for data in datas
+    ]
+    # A ping among them takes Autobahn's own path and is answered.
+    frames.insert(2, masked_frame(0x9, b"are you there"))
+    writer.write(b"".join(frames))
+    assert await read_frame(reader) == (0xA, b"are you there")
+    for data in datas:
+        assert (await receiver.receive_json())["data"] == data
+    writer.close()
+    await receiver.close()
+
+
+async def assert_connection_failed(reader, writer, server, name: str, code: int) -> None:
+    # Autobahn fails the connection by dropping it (its failByDrop); a close
+    # frame, if one got out, carries ``code``.
     try:
         opcode, payload = await asyncio.wait_for(read_frame(reader), 5)
-        assert (opcode, struct.unpack("!H", payload[:2])[0]) == (0x8, 1007)
+        assert (opcode, struct.unpack("!H", payload[:2])[0]) == (0x8, code)
     except (ConnectionResetError, asyncio.IncompleteReadError):
         pass
     writer.close()
     await asyncio.sleep(0.3)
     log = server.log()
     assert "Traceback" not in log
-    assert "disconnect username=frames-invalid" in log
+    assert f"disconnect username={name}" in log
+
+
+async def test_invalid_utf8_in_one_whole_frame_fails_the_connection(server):
+    reader, writer = await raw_signed_in(server, "whole-invalid")
+    writer.write(masked_frame(0x1, b'{"type": "Offer", "data": "\xff"}'))
+    await assert_connection_failed(reader, writer, server, "whole-invalid", 1007)
+
+
+async def test_a_length_not_minimally_encoded_fails_the_connection(server):
+    reader, writer = await raw_signed_in(server, "whole-long-length")
+    writer.write(frame_with_length_bytes(b"{}", bytes([126, 0, 2])))
+    await assert_connection_failed(reader, writer, server, "whole-long-length", 1002)
+
+
+async def test_an_unmasked_client_frame_fails_the_connection(server):
+    reader, writer = await raw_signed_in(server, "whole-unmasked")
+    writer.write(frame_with_length_bytes(b"{}", bytes([2]), masked=False))
+    await assert_connection_failed(reader, writer, server, "whole-unmasked", 1002)
+
+
+async def test_replies_of_every_length_class_are_well_formed(server):
+    # 7-bit, 16-bit (written directly) and 64-bit (Autobahn's path) lengths;
+    # the websockets client refuses any malformed frame.
+    sender, receiver = await Client.connect(server.ws_url), await Client.connect(server.ws_url)
+    await sender.sign_in("lengths-sender")
+    await receiver.sign_in("lengths-receiver")
+    envelope = {"type": "Offer", "target": "lengths-receiver", "data": ""}
+    # The largest frame the server takes in (64 KiB) makes a relayed frame
+    # over 0xFFFF bytes: it carries the sender's name too.
+    largest = 64 * 1024 - 6 - len(json.dumps(envelope))
+    relayed = {"type": "Offer", "username": "lengths-sender", **envelope, "data": "d" * largest}
+    assert len(json.dumps(relayed, separators=(",", ":"))) > 0xFFFF
+    for size in (1, 90, 126, 60_000, largest, 3):
+        await sender.send_json({**envelope, "data": "d" * size})
+        assert len((await receiver.receive_json())["data"]) == size
+    await sender.close()
+    await receiver.close()
