@@ -77,7 +77,7 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         if attach is not None and isinstance(inbox, Mailbox):
             # The in-memory layer delivers into the same inbox as the
             # socket: one reader, nothing to lock.
-            attach(self.channel_name, inbox)
+            attach(self.channel_name, inbox, self._handle_layer_event_now)
         else:
             # Handlers from both sources run one at a time, in arrival order.
             self.dispatch_lock = asyncio.Lock()
@@ -132,6 +132,12 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         elif not await self._handle_layer_event(message):
             # As the layer pump: no more layer events, the socket's events
             # still run until it closes.
+            self.channel_layer.detach(self.channel_name)
+
+    async def _handle_layer_event_now(self, message: dict) -> None:
+        # Called by the layer in the sender's task while this consumer
+        # waits for input.
+        if not await self._handle_layer_event(message):
             self.channel_layer.detach(self.channel_name)
 
     async def _pump_layer(self):

@@ -47,7 +47,7 @@ async def test_a_burst_within_the_limit_arrives_complete_and_in_order(server):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("background_tasks_stopped")
-async def test_a_consumer_fed_from_a_mailbox_reads_layer_events_from_it_and_drops_expired_ones():
+async def test_a_mailbox_fed_consumer_takes_layer_events_at_once_or_queued_dropping_expired():
     # As under Daphne: the inbox is a Mailbox, so the in-memory layer
     # delivers into it and no second reader runs.
     inbox, sent = Mailbox(), asyncio.Queue()
@@ -66,13 +66,19 @@ async def test_a_consumer_fed_from_a_mailbox_reads_layer_events_from_it_and_drop
     assert layer.channels[channel] is inbox
     event = {"type": "signal.relay", "frame": '{"type": "Offer"}', "sender": "x",
              "sender_channel": "specific..inmemory!x", "target": "mbox"}
+    # Idle: handled at once, in the sender's task.
+    await layer.send(channel, event)
+    assert sent.get_nowait()["text"] == '{"type": "Offer"}'
+    # Busy with a socket event: queued behind it, and dropped if it expired
+    # before the consumer got to it.
+    inbox.put({"type": "websocket.receive", "text": "not json"})
     layer.expiry, expiry = -1, layer.expiry
     try:
-        await layer.send(channel, event)  # expired on arrival: dropped
+        await layer.send(channel, event)
     finally:
         layer.expiry = expiry
-    await layer.send(channel, event)
-    assert (await asyncio.wait_for(sent.get(), 3))["text"] == '{"type": "Offer"}'
+    assert json.loads((await asyncio.wait_for(sent.get(), 3))["text"])["type"] == "Error"
+    await asyncio.sleep(0.05)
     assert sent.empty()
     inbox.put({"type": "websocket.disconnect", "code": 1000})
     await asyncio.wait_for(task, 3)

@@ -151,3 +151,84 @@ async def test_a_detached_channel_no_longer_reaches_the_inbox_and_sweeps_skip_at
     layer.detach(channel)
     await layer.send(channel, {"type": "after"})
     assert inbox.qsize() == 2
+
+
+class RecordingConsumer:
+    """A consumer's reader waiting on its inbox, and a handler that notes
+    which task ran it (and can be made to wait)."""
+
+    def __init__(self, layer, channel):
+        self.inbox = Mailbox()
+        self.handled: list[tuple[str, asyncio.Task]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        layer.attach(channel, self.inbox, self.handle)
+        self.reader = asyncio.ensure_future(self.inbox.get())
+
+    async def handle(self, message):
+        self.handled.append((message["type"], asyncio.current_task()))
+        await self.release.wait()
+
+
+async def test_an_idle_consumer_handles_a_message_in_the_senders_task():
+    layer = SignalingInMemoryChannelLayer()
+    channel = await layer.new_channel()
+    consumer = RecordingConsumer(layer, channel)
+    await asyncio.sleep(0)  # the reader now waits on the empty inbox
+    await layer.send(channel, {"type": "now"})
+    assert consumer.handled == [("now", asyncio.current_task())]
+    assert consumer.inbox.empty() and not consumer.reader.done()
+    consumer.reader.cancel()
+
+
+async def test_a_consumer_with_events_queued_gets_the_message_queued_behind_them():
+    layer = SignalingInMemoryChannelLayer()
+    channel = await layer.new_channel()
+    consumer = RecordingConsumer(layer, channel)
+    await asyncio.sleep(0)
+    consumer.inbox.put({"type": "websocket.receive", "text": "first"})
+    await layer.send(channel, {"type": "second"})
+    assert consumer.handled == []
+    assert await consumer.reader == {"type": "websocket.receive", "text": "first"}
+    assert (await consumer.inbox.get())[1] == {"type": "second"}
+
+
+async def test_while_a_message_is_handled_at_once_other_events_wait_for_it():
+    layer = SignalingInMemoryChannelLayer()
+    channel = await layer.new_channel()
+    consumer = RecordingConsumer(layer, channel)
+    await asyncio.sleep(0)
+    consumer.release.clear()
+    sending = asyncio.ensure_future(layer.send(channel, {"type": "slow"}))
+    await asyncio.sleep(0)
+    # The handler waits; a socket event and another message arrive.
+    consumer.inbox.put({"type": "websocket.receive", "text": "meanwhile"})
+    await layer.send(channel, {"type": "queued"})
+    await asyncio.sleep(0.01)
+    assert not consumer.reader.done(), "the reader ran beside the handler"
+    consumer.release.set()
+    await sending
+    assert await consumer.reader == {"type": "websocket.receive", "text": "meanwhile"}
+    assert (await consumer.inbox.get())[1] == {"type": "queued"}
+    assert [kind for kind, _ in consumer.handled] == ["slow"]
+
+
+async def test_a_consumer_running_a_handler_of_its_own_gets_the_message_queued():
+    layer = SignalingInMemoryChannelLayer()
+    channel = await layer.new_channel()
+    consumer = RecordingConsumer(layer, channel)
+    # Its reader is not waiting (it has not started, as while it handles).
+    await layer.send(channel, {"type": "later"})
+    assert consumer.handled == []
+    assert (await consumer.reader)[1] == {"type": "later"}
+
+
+async def test_a_detached_channel_is_no_longer_handled_at_once():
+    layer = SignalingInMemoryChannelLayer()
+    channel = await layer.new_channel()
+    consumer = RecordingConsumer(layer, channel)
+    await asyncio.sleep(0)
+    layer.detach(channel)
+    await layer.send(channel, {"type": "after"})
+    assert consumer.handled == []
+    consumer.reader.cancel()
