@@ -194,6 +194,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Built once: json.loads with an option builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
 def decode_frame(text: str | None, binary: bytes | None = None) -> Message:
     """Decode one WebSocket frame into a validated message.
 
@@ -211,7 +214,7 @@ def decode_frame(text: str | None, binary: bytes | None = None) -> Message:
             f"Frame is larger than {MAX_FRAME_BYTES} bytes",
         )
     try:
-        content = json.loads(text, parse_constant=_reject_constant)
+        content = _DECODER.decode(text)
     except (ValueError, RecursionError):
         # ValueError covers malformed JSON, NaN and integers beyond Python's
         # digit limit; RecursionError covers absurdly deep nesting.
@@ -311,7 +314,12 @@ def encode(content: dict[str, Any]) -> str:
     # Compact like JavaScript's JSON.stringify, which the original used.
     # ASCII-only output always encodes to UTF-8, even when a client sent a
     # lone surrogate escape inside opaque data.
-    return json.dumps(content, separators=(",", ":"))
+    return _ENCODER.encode(content)
+
+
+# Built once, like _DECODER: json.dumps with an option builds a new
+# encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def relay_frame(relay: Relay, *, sender: str) -> str:
