@@ -53,6 +53,12 @@ LAYER_RETRY_MAX_SECONDS = 2.0
 
 
 
+# Channels' get_handler_name, remembered per message type (a dozen types:
+# websocket.*, the layer events).
+_handler_names: dict[str, str] = {}
+_HANDLER_NAMES_KEPT = 64
+
+
 class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
     """AsyncJsonWebsocketConsumer that survives broker outages and departed
     clients, and spends nothing per message that it does not need."""
@@ -184,7 +190,13 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         # close stale connections. This consumer reaches the database only
         # through database_sync_to_async, which does that itself, so the hop
         # would only add a thread round trip to every relayed frame.
-        handler = getattr(self, get_handler_name(message), None)
+        kind = message.get("type")
+        name = _handler_names.get(kind) if type(kind) is str else None
+        if name is None:
+            name = get_handler_name(message)  # validates the type; raises if bad
+            if len(_handler_names) < _HANDLER_NAMES_KEPT:
+                _handler_names[kind] = name
+        handler = getattr(self, name, None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
