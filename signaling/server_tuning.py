@@ -11,10 +11,18 @@ import sys
 
 from django.conf import settings
 
-from . import collector, connection_footprint, reactor_tuning, websocket_frames, websocket_handoff
+from . import (
+    collector,
+    connection_footprint,
+    event_loop,
+    reactor_tuning,
+    websocket_frames,
+    websocket_handoff,
+)
 
 
 def apply() -> None:
+    event_loop.apply(settings.SIGNALING_EVENT_LOOP)
     _lighten_log_records()
     _quiet_autobahn_debug_formatting()
     _tune_garbage_collector()

@@ -215,6 +215,12 @@ SIGNALING_FRAME_BURST = env_number("SIGNALING_FRAME_BURST", 200)
 SIGNALING_RATE_LIMIT_CLOSE_AFTER = env_number("SIGNALING_RATE_LIMIT_CLOSE_AFTER", 50)
 SIGNALING_SIGN_IN_TIMEOUT_SECONDS = env_number("SIGNALING_SIGN_IN_TIMEOUT_SECONDS", 10)
 
+# The event loop Daphne's reactor runs on (signaling/event_loop.py).
+SIGNALING_EVENT_LOOP = os.environ.get("SIGNALING_EVENT_LOOP", "uvloop").strip().lower()
+if SIGNALING_EVENT_LOOP not in {"uvloop", "asyncio"}:
+    raise ImproperlyConfigured(
+        f"SIGNALING_EVENT_LOOP must be uvloop or asyncio, not {SIGNALING_EVENT_LOOP!r}"
+    )
 # Garbage collector (signaling/collector.py): survivors frozen out of the
 # collector every N seconds (0: off), everything collected in full every M.
 SIGNALING_GC_FREEZE_SECONDS = env_number("SIGNALING_GC_FREEZE_SECONDS", 1)
