@@ -70,14 +70,13 @@ LAYER_FAILURES = Counter(
 # Children bound once: labels() takes a lock and a dict look-up per call.
 _RELAYED = {kind: RELAYED_FRAMES.labels(type=kind.value) for kind in RELAY_TYPES}
 _ERRORS = {code: ERRORS.labels(code=code.value) for code in ErrorCode}
-for _outcome in ("ok", "replaced"):
-    SIGN_INS.labels(outcome=_outcome)
+_SIGNED_IN = {False: SIGN_INS.labels(outcome="ok"), True: SIGN_INS.labels(outcome="replaced")}
 for _operation in ("receive", "send", "full", "request", "release"):
     LAYER_FAILURES.labels(operation=_operation)
 
 
 def sign_in_succeeded(*, replaced: bool) -> None:
-    SIGN_INS.labels(outcome="replaced" if replaced else "ok").inc()
+    _SIGNED_IN[replaced].inc()
 
 
 def request_failed(message: Message | None, code: ErrorCode) -> None:

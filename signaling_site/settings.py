@@ -269,7 +269,9 @@ LOGGING = {
     },
     "handlers": {
         "console": {
-            "class": "logging.StreamHandler",
+            # A StreamHandler on stderr that writes each event-loop turn's
+            # lines with one system call (signaling/log_output.py).
+            "class": "signaling.log_output.LoopBatchedStreamHandler",
             "formatter": SIGNALING_LOG_FORMAT,
         },
     },
