@@ -11,21 +11,34 @@ for the moment a push is being sent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from .ice import IceConfig, IceServers, ice_servers_for
 
 logger = logging.getLogger(__name__)
 
 
+@functools.cache
 def ice_config() -> IceConfig:
-    """The deployment's ICE servers (validated at start by the app config)."""
+    """The deployment's ICE servers (validated at start by the app config).
+
+    Built once, not on every sign-in; a settings change (tests) rebuilds it.
+    """
     return IceConfig.from_settings(settings)
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs) -> None:
+    if setting.startswith("SIGNALING_"):
+        ice_config.cache_clear()
 
 
 class SessionIceServers:
