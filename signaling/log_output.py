@@ -10,9 +10,8 @@ the turn's lines are written together; lines from other threads, or with no
 loop running, are written at once as before.
 
 Nothing is reordered within a thread, and ``flush()`` (called by
-``logging.shutdown`` at exit, and by Django's and Daphne's error paths)
-writes what is held. A process killed outright loses at most the lines of
-the turn it was in.
+``logging.shutdown`` at exit) writes what is held. A process killed
+outright loses at most the lines of the turn it was in.
 """
 
 from __future__ import annotations
@@ -29,6 +28,9 @@ class LoopBatchedStreamHandler(logging.StreamHandler):
     def __init__(self, stream=None) -> None:
         super().__init__(stream)
         self._held: list[str] = []
+        # The loop that will write what is held (tests run several loops;
+        # one may close before its turn ends).
+        self._writer_loop: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         loop = asyncio._get_running_loop()
@@ -43,7 +45,8 @@ class LoopBatchedStreamHandler(logging.StreamHandler):
             self.handleError(record)
             return
         # handle() holds the handler's lock here.
-        if not self._held:
+        if not self._held or self._writer_loop is not loop:
+            self._writer_loop = loop
             loop.call_soon(self._flush_after_turn)
         self._held.append(line)
 

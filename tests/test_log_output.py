@@ -73,3 +73,24 @@ async def test_a_failing_stream_is_reported_not_raised_into_the_loop(capsys):
     logger.info("lost")
     await asyncio.sleep(0)
     assert "disk full" in capsys.readouterr().err
+
+
+def test_lines_held_by_a_loop_that_closed_are_written_by_the_next_loop():
+    stream = CountingStream()
+    logger, _ = logger_writing_to(stream)
+
+    def log_and_stop():
+        logger.info("before the close")
+        first.stop()  # the loop ends before the turn that would write it
+
+    first = asyncio.new_event_loop()
+    first.call_soon(log_and_stop)
+    first.run_forever()
+    first.close()
+    assert stream.getvalue() == ""
+
+    async def log_again():
+        logger.info("in the next loop")
+
+    asyncio.run(log_again())
+    assert stream.getvalue() == "INFO before the close\nINFO in the next loop\n"
