@@ -27,8 +27,6 @@ import sys
 
 logger = logging.getLogger(__name__)
 
-CHOICES = ("uvloop", "asyncio")
-
 
 def apply(choice: str) -> bool:
     """Move the reactor to uvloop if ``choice`` asks for it and it can be

@@ -197,6 +197,7 @@ def _reject_constant(name: str) -> Any:
 # Built once: json.loads with an option builds a new decoder on every call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
+
 def decode_frame(text: str | None, binary: bytes | None = None) -> Message:
     """Decode one WebSocket frame into a validated message.
 
