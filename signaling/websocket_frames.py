@@ -148,8 +148,11 @@ def _add_direct_paths(protocol_class, state_open: int) -> None:
                 or 0 < self.maxMessagePayloadSize < length
             ):
                 payload = apply_mask(data[start:end], data[start - 4:start])
+                # Daphne's onMessage decodes the text again; checking it
+                # here first (~0.2 us for an ICE-sized frame) keeps invalid
+                # UTF-8 on Autobahn's path, which fails the connection with
+                # 1007, instead of an exception inside Daphne.
                 if self.utf8validateIncoming and not _is_utf8(payload):
-                    # Autobahn's path fails the connection as it should.
                     return general_process_data(self)
                 self.data = data[end:]
                 stats = self.trafficStats
