@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
+from bench.system import rss_kib
 from tests.clients import Client
-from tests.servers import rss_kb
 
 CYCLES = 2000
 
@@ -49,11 +49,11 @@ async def test_thousands_of_short_sessions_leave_memory_and_registry_as_they_wer
     for n in range(200):  # warm-up: allocator arenas, caches
         await one_cycle(server, 10**6 + n)
     await asyncio.sleep(3)
-    baseline = rss_kb(server.pid)
+    baseline = rss_kib(server.pid)
     for start in range(0, CYCLES, 10):
         await asyncio.gather(*(one_cycle(server, n) for n in range(start, start + 10)))
     await asyncio.sleep(5)
-    growth = rss_kb(server.pid) - baseline
+    growth = rss_kib(server.pid) - baseline
     print(f"leaks: {CYCLES} cycles, RSS {baseline} KB -> +{growth} KB")
     assert growth < 0.10 * baseline, (baseline, growth)
     assert await asyncio.to_thread(live_sessions, server) == 0

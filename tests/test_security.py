@@ -17,8 +17,8 @@ import time
 import pytest
 import websockets
 
+from bench.system import rss_kib
 from tests.clients import Client
-from tests.servers import rss_kb
 
 SECRET_PASSWORD = "hunter2-very-secret"
 SDP_MARKER = "a=fingerprint:sha-256 AB:CD"
@@ -215,7 +215,7 @@ async def test_malformed_input_is_answered_and_bystanders_lose_nothing(start_ser
     async with BaselineLoad(server) as load:
         baseline = load.measure()
         await asyncio.sleep(BASELINE_SECONDS)
-        rss_before = rss_kb(server.pid)
+        rss_before = rss_kib(server.pid)
         bystanders = load.measure()
         attack = await asyncio.to_thread(
             run_attacker, "malformed", server.ws_url, stdin=json.dumps(spec)
@@ -237,7 +237,7 @@ async def test_malformed_input_is_answered_and_bystanders_lose_nothing(start_ser
     # else the client sees 1006); either way it ends, and nothing else does.
     assert closes["invalid UTF-8"] in {1006, 1007}
     assert bystanders.received == bystanders.sent
-    rss_after = rss_kb(server.pid)
+    rss_after = rss_kib(server.pid)
     log = server.log()
     assert "Traceback" not in log and "Exception inside application" not in log
     assert server.process.poll() is None  # the same process survived it all
@@ -298,7 +298,7 @@ async def test_a_flood_from_one_client_is_held_to_the_rate_limit(start_server):
     async with BaselineLoad(server) as load:
         baseline = load.measure()
         await asyncio.sleep(BASELINE_SECONDS)
-        rss_before = rss_kb(server.pid)
+        rss_before = rss_kib(server.pid)
         bystanders = load.measure()
         started = time.monotonic()
         flood = await asyncio.to_thread(run_attacker, "flood", server.ws_url, "10000")
@@ -310,7 +310,7 @@ async def test_a_flood_from_one_client_is_held_to_the_rate_limit(start_server):
                 break
             relayed += 1
         elapsed = time.monotonic() - started
-    rss_growth = rss_kb(server.pid) - rss_before
+    rss_growth = rss_kib(server.pid) - rss_before
     # told was 0 in ~1 of 20 runs until the server waited longer for the
     # close reply (server_tuning.CLOSE_HANDSHAKE_TIMEOUT_SECONDS): say what
     # the flooder and the server saw if it ever happens again.
@@ -430,7 +430,7 @@ async def test_a_frozen_receiver_costs_bounded_memory_and_its_sender_is_told(
     child = start_signed_in_client(server, "frozen-receiver", "127.0.0.21", tmp_path)
     try:
         sender = await signed_in(server, "pusher", "127.0.0.22")
-        rss_before = rss_kb(server.pid)
+        rss_before = rss_kib(server.pid)
         os.kill(child.pid, signal.SIGSTOP)
         frozen_at = time.monotonic()
         sdp_sized = "v=0\r\n" + "a=x" * 400
@@ -447,7 +447,7 @@ async def test_a_frozen_receiver_costs_bounded_memory_and_its_sender_is_told(
                 continue
             if reply["type"] == "PeerLeft" or reply.get("code") == "target_not_found":
                 told = time.monotonic() - frozen_at
-        rss_growth = rss_kb(server.pid) - rss_before
+        rss_growth = rss_kib(server.pid) - rss_before
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
