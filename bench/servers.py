@@ -193,7 +193,8 @@ def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
     backlog = backlog or 4096
     listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
     command = [str(VENV_BIN / "daphne"), *listen, *DAPHNE_FLAGS, "signaling_site.asgi:application"]
-    if os.environ.get("BENCH_ASGI_SERVER") == "uvicorn":
+    asgi_server = os.environ.get("BENCH_ASGI_SERVER")
+    if asgi_server == "uvicorn":
         # The same application under another ASGI server, for comparison
         # (issue 6: where Daphne cannot meet a target).
         command = [
@@ -203,7 +204,7 @@ def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
             "--ws-ping-interval", "15", "--ws-ping-timeout", "15",
             "--ws-max-size", "1048576", "--no-access-log", "--log-level", "warning",
         ]
-    elif os.environ.get("BENCH_ASGI_SERVER") == "granian":
+    elif asgi_server == "granian":
         # Rust HTTP and WebSocket stack; the application still runs in
         # Python on an asyncio loop. One worker; the process is pinned to
         # one core like the others, its runtime threads included.
@@ -224,7 +225,7 @@ def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
         cwd=source,
     )
     _wait_http(server)
-    if os.environ.get("BENCH_ASGI_SERVER") == "granian":
+    if asgi_server == "granian":
         server.worker_pid = _only_child(server.process.pid)
     server.extra = {"backlog": backlog, "redis": bool(redis_url)}
     return server

@@ -83,7 +83,7 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         if attach is not None and isinstance(inbox, Mailbox):
             # The in-memory layer delivers into the same inbox as the
             # socket: one reader, nothing to lock.
-            attach(self.channel_name, inbox, self._handle_layer_event_now)
+            attach(self.channel_name, inbox, self._handle_attached_layer_event)
         else:
             # Handlers from both sources run one at a time, in arrival order.
             self.dispatch_lock = asyncio.Lock()
@@ -135,15 +135,15 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         if expires < time.time():
             # As the layer's receive() does with an expired message.
             self.channel_layer.expired(self.channel_name)
-        elif not await self._handle_layer_event(message):
+        else:
+            await self._handle_attached_layer_event(message)
+
+    async def _handle_attached_layer_event(self, message: dict) -> None:
+        # From this consumer's inbox, or from the layer in the sender's task
+        # while this consumer waits for input.
+        if not await self._handle_layer_event(message):
             # As the layer pump: no more layer events, the socket's events
             # still run until it closes.
-            self.channel_layer.detach(self.channel_name)
-
-    async def _handle_layer_event_now(self, message: dict) -> None:
-        # Called by the layer in the sender's task while this consumer
-        # waits for input.
-        if not await self._handle_layer_event(message):
             self.channel_layer.detach(self.channel_name)
 
     async def _pump_layer(self):
