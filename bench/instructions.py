@@ -5,7 +5,7 @@
 Wall-clock figures on a shared machine move by 10-30 % between runs of the
 same code; instruction counts do not (valgrind counts what the process
 executes, whatever else the machine does: two runs of the same code agree
-within 1-2 %). So a change to per-operation cost is best judged here, and
+within 1-4 %, sign-ins varying most). So a change to per-operation cost is best judged here, and
 its effect on throughput then confirmed with bench/run.
 
 Starts our server under ``valgrind --tool=callgrind`` exactly as the
