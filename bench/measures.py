@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.runner import DriverError, IdleHolder, run_measured
 from bench.plan import Plan
+from bench.runner import DriverError, IdleHolder, run_measured
 from bench.servers import ServerProcess, start_ours, start_redis
-from bench.system import SOURCE_ADDRESSES, rss_kib, wait_for_quiet_machine, wait_until_quiet
+from bench.system import fresh_source_addresses, rss_kib, wait_for_quiet_machine, wait_until_quiet
 
 logger = logging.getLogger("bench")
 
@@ -70,7 +70,7 @@ def relay(server: ServerProcess, plan: Plan, *, prefix: str, server_b: ServerPro
             "warmupMs": int(warmup * 1000),
             "durationMs": int(duration * 1000),
             "prefix": prefix,
-            "sources": SOURCE_ADDRESSES,
+            "sources": fresh_source_addresses(),
         },
         watch={"server": [s.pid for s in servers], **(watch or {})},
         budget_seconds=warmup + duration + 90,
@@ -88,7 +88,7 @@ def handshakes(server: ServerProcess, plan: Plan) -> dict[str, Any]:
             "warmupMs": int(plan.handshake_warmup_s * 1000),
             "durationMs": int(plan.handshake_duration_s * 1000),
             "prefix": "h",
-            "sources": SOURCE_ADDRESSES,
+            "sources": fresh_source_addresses(),
         },
         watch={"server": [server.pid]},
         budget_seconds=plan.handshake_warmup_s + plan.handshake_duration_s + 90,
@@ -140,7 +140,7 @@ def _storm_memory_and_loaded_relay(server: ServerProcess, plan: Plan, results: d
             "count": plan.idle_clients,
             "window": plan.storm_window,
             "prefix": "idle",
-            "sources": SOURCE_ADDRESSES,
+            "sources": fresh_source_addresses(),
         },
         storm_timeout_seconds=plan.storm_timeout_s,
         watch={"server": [server.pid]},

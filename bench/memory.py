@@ -22,10 +22,8 @@ from pathlib import Path
 
 from bench.cli import BENCH_DIR, prepare_tool_run
 from bench.runner import IdleHolder
-from bench.servers import (DAPHNE_FLAGS, ServerProcess, _start, _wait_http, migrate,
-                           ours_environment)
-from bench.system import SOURCE_ADDRESSES, free_port, rss_kib, \
-    wait_until_quiet
+from bench.servers import DAPHNE_FLAGS, ServerProcess, _start, _wait_http, migrate, ours_environment
+from bench.system import free_port, fresh_source_addresses, rss_kib, wait_until_quiet
 
 
 def _snapshot(server: ServerProcess, directory: Path, number: int) -> tracemalloc.Snapshot:
@@ -66,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # A first small wave warms every code path (imports, caches, pools).
         warm = IdleHolder({"protocol": "signaling", "server": server.address, "count": 50,
-                           "window": 50, "prefix": "warm", "sources": SOURCE_ADDRESSES},
+                           "window": 50, "prefix": "warm", "sources": fresh_source_addresses()},
                           storm_timeout_seconds=60, watch={"server": [server.pid]})
         warm.wait_ready()
         wait_until_quiet([server.pid], timeout=60)
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_before = rss_kib(server.pid)
         holder = IdleHolder({"protocol": "signaling", "server": server.address,
                              "count": args.clients, "window": 200, "prefix": "idle",
-                             "sources": SOURCE_ADDRESSES},
+                             "sources": fresh_source_addresses()},
                             storm_timeout_seconds=600, watch={"server": [server.pid]})
         storm = holder.wait_ready()
         wait_until_quiet([server.pid], timeout=120)

@@ -31,7 +31,7 @@ from bench.measures import handshakes, relay
 from bench.plan import FULL, Plan
 from bench.runner import IdleHolder
 from bench.servers import ServerProcess, migrate, source_commit, start_ours
-from bench.system import DRIVER_CORE, SOURCE_ADDRESSES, pinned, wait_until_quiet
+from bench.system import DRIVER_CORE, fresh_source_addresses, pinned, wait_until_quiet
 
 logger = logging.getLogger("bench")
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_until_quiet([server.pid], timeout=60)
         holder = IdleHolder(
             {"protocol": "signaling", "server": server.address, "count": args.idle,
-             "window": plan.storm_window, "prefix": "pidle", "sources": SOURCE_ADDRESSES},
+             "window": plan.storm_window, "prefix": "pidle", "sources": fresh_source_addresses()},
             storm_timeout_seconds=plan.storm_timeout_s, watch={"server": [server.pid]},
         )
         try:

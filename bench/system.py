@@ -6,7 +6,9 @@ measured processes nothing.
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import resource
 import socket
 import time
@@ -18,9 +20,19 @@ SERVER_CORE = 0
 DRIVER_CORE = 1
 # 15 000 idle clients plus the active ones, in both the driver and the server.
 FD_LIMIT = 200_000
-# Source addresses for client sockets: 8 x ~28k ephemeral ports each is far
-# more than any run needs, even with sockets lingering in TIME_WAIT.
-SOURCE_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
+# Each phase's client sockets come from 8 loopback source addresses of their
+# own (127.0.N.2-9, N moving on every phase, from a random start). With one
+# fixed set, the tens of thousands of sockets an earlier phase left in
+# TIME_WAIT on those addresses made every later bind() search long for a
+# free port: the second server's sign-in storm ran with the driver's core
+# at 99 % (mostly in the kernel) and its server at 12 %.
+_SOURCE_BLOCKS = itertools.count(random.randrange(1, 255))
+
+
+def fresh_source_addresses() -> list[str]:
+    """8 source addresses no recent phase used (8 x ~28k ephemeral ports)."""
+    block = next(_SOURCE_BLOCKS) % 254 + 1
+    return [f"127.0.{block}.{i}" for i in range(2, 10)]
 
 
 def pinned(core: int, command: list[str]) -> list[str]:
