@@ -60,6 +60,8 @@ from __future__ import annotations
 
 import enum
 import json
+import json.encoder
+import json.scanner
 import unicodedata
 from dataclasses import dataclass
 from hashlib import sha256
@@ -196,6 +198,23 @@ def _reject_constant(name: str) -> Any:
 
 # Built once: json.loads with an option builds a new decoder on every call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# JSONDecoder.decode is Python around this C scanner (two whitespace regex
+# matches); called directly it takes 0.65 us instead of 1.1 us for an ICE
+# frame. Anything but a document that starts at once and ends at the end
+# goes through decode, so errors and whitespace are handled as it does.
+_SCAN = json.scanner.make_scanner(_DECODER)
+_WHITESPACE = " \t\n\r"
+
+
+def _decode_json(text: str) -> Any:
+    if text and text[0] not in _WHITESPACE:
+        try:
+            content, end = _SCAN(text, 0)
+        except StopIteration:
+            return _DECODER.decode(text)
+        if end == len(text):
+            return content
+    return _DECODER.decode(text)
 
 
 def decode_frame(text: str | None, binary: bytes | None = None) -> Message:
@@ -215,7 +234,7 @@ def decode_frame(text: str | None, binary: bytes | None = None) -> Message:
             f"Frame is larger than {MAX_FRAME_BYTES} bytes",
         )
     try:
-        content = _DECODER.decode(text)
+        content = _decode_json(text)
     except (ValueError, RecursionError):
         # ValueError covers malformed JSON, NaN and integers beyond Python's
         # digit limit; RecursionError covers absurdly deep nesting.
@@ -315,12 +334,32 @@ def encode(content: dict[str, Any]) -> str:
     # Compact like JavaScript's JSON.stringify, which the original used.
     # ASCII-only output always encodes to UTF-8, even when a client sent a
     # lone surrogate escape inside opaque data.
-    return _ENCODER.encode(content)
+    if _ENCODE_C is None:
+        return _ENCODER.encode(content)
+    return "".join(_ENCODE_C(content, 0))
 
 
 # Built once, like _DECODER: json.dumps with an option builds a new
 # encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+# And JSONEncoder.encode builds a C encoder on every call: this one is built
+# once with _ENCODER's settings (0.77 us instead of 1.4 us for a relayed ICE
+# frame). No circular-reference check: frames are dicts built here.
+_ENCODE_C = (
+    json.encoder.c_make_encoder(
+        None,
+        _ENCODER.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        _ENCODER.key_separator,
+        _ENCODER.item_separator,
+        _ENCODER.sort_keys,
+        _ENCODER.skipkeys,
+        _ENCODER.allow_nan,
+    )
+    if json.encoder.c_make_encoder is not None
+    else None
+)
 
 
 def relay_frame(relay: Relay, *, sender: str) -> str:

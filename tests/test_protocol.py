@@ -203,3 +203,40 @@ def test_any_bytes_as_text_decode_to_a_message_or_a_protocol_error(data):
         protocol.decode_frame(data.decode("utf-8", "surrogateescape"))
     except ProtocolError:
         pass
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=20,
+)
+
+
+def _outcome(decode, text):
+    try:
+        return "value", decode(text)
+    except Exception as error:  # the type is what must agree
+        return "error", type(error)
+
+
+@given(
+    JSON_VALUES,
+    st.sampled_from(["", " ", "\n", "\t\r "]),
+    st.sampled_from(["", " ", "\n", "x", "{}", "]", ",1"]),
+)
+def test_frames_decode_as_the_standard_decoder_decodes_them(value, before, after):
+    text = before + json.dumps(value) + after
+    standard = json.JSONDecoder(parse_constant=protocol._reject_constant).decode
+    assert repr(_outcome(protocol._decode_json, text)) == repr(_outcome(standard, text))
+
+
+@given(st.text(max_size=100))
+def test_any_text_decodes_as_the_standard_decoder_decodes_it(text):
+    standard = json.JSONDecoder(parse_constant=protocol._reject_constant).decode
+    assert repr(_outcome(protocol._decode_json, text)) == repr(_outcome(standard, text))
+
+
+@given(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=6))
+def test_frames_encode_as_json_dumps_encodes_them(content):
+    assert protocol.encode(content) == json.dumps(content, separators=(",", ":"))
