@@ -11,9 +11,13 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import time
+from bisect import bisect_left
 from collections.abc import Iterable
+from itertools import accumulate
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import REGISTRY, Counter, Gauge, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from . import guards
 from .presence import registry
@@ -42,22 +46,10 @@ SIGN_INS = Counter(
     "connection) or the error code that refused it.",
     ["outcome"],
 )
-RELAYED_FRAMES = Counter(
-    "signaling_relayed_frames",
-    "Frames handed to the channel layer for their target, by type.",
-    ["type"],
-)
 ERRORS = Counter(
     "signaling_errors",
     "Error frames sent to clients, by code.",
     ["code"],
-)
-RELAY_SECONDS = Histogram(
-    "signaling_relay_seconds",
-    "Time from a validated relay frame to the channel layer accepting it for "
-    "the target: the target look-up plus the layer's send (each a Redis round "
-    "trip with REDIS_URL). Excludes time queued in Daphne and delivery.",
-    buckets=(0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 LAYER_FAILURES = Counter(
     "signaling_channel_layer_failures",
@@ -67,8 +59,63 @@ LAYER_FAILURES = Counter(
     ["operation"],
 )
 
+
+
+class RelayStats:
+    """``signaling_relayed_frames`` (by type) and ``signaling_relay_seconds``,
+    counted in plain numbers and turned into metrics when scraped.
+
+    As a prometheus_client Counter and Histogram they cost 17,700
+    instructions per relayed frame, 8 % of its whole cost
+    (bench.instructions): a lock per increment, three per relay, and the
+    buckets walked in Python. Only the event loop's thread relays, so plain
+    numbers count exactly; a scrape (any thread) copies the histogram in one
+    step, so its buckets, count and sum agree with each other.
+    """
+
+    def __init__(self, kinds: Iterable[MessageType], bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.frames = dict.fromkeys(sorted(kinds, key=lambda kind: kind.value), 0)
+        # One slot per bucket (not cumulative), one above the last bound,
+        # then the sum of all observations.
+        self.histogram: list[float] = [0] * (len(bounds) + 1) + [0.0]
+
+    def relayed(self, kind: MessageType, seconds: float) -> None:
+        self.frames[kind] += 1
+        histogram = self.histogram
+        # A bucket counts observations <= its bound, as Histogram.observe.
+        histogram[bisect_left(self.bounds, seconds)] += 1
+        histogram[-1] += seconds
+
+    def collect(self):
+        frames = CounterMetricFamily(
+            "signaling_relayed_frames",
+            "Frames handed to the channel layer for their target, by type.",
+            labels=["type"],
+        )
+        for kind, count in list(self.frames.items()):
+            frames.add_metric([kind.value], count)
+        snapshot = list(self.histogram)
+        cumulative = list(accumulate(snapshot[:-1]))
+        seconds = HistogramMetricFamily(
+            "signaling_relay_seconds",
+            "Time from a validated relay frame to the channel layer accepting it "
+            "for the target: the target look-up plus the layer's send (each a "
+            "Redis round trip with REDIS_URL). Excludes time queued in Daphne and "
+            "delivery.",
+        )
+        labels = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]
+        seconds.add_metric([], list(zip(labels, cumulative)), sum_value=snapshot[-1])
+        return [frames, seconds]
+
+
+RELAYS = RelayStats(
+    RELAY_TYPES,
+    (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+REGISTRY.register(RELAYS)
+
 # Children bound once: labels() takes a lock and a dict look-up per call.
-_RELAYED = {kind: RELAYED_FRAMES.labels(type=kind.value) for kind in RELAY_TYPES}
 _ERRORS = {code: ERRORS.labels(code=code.value) for code in ErrorCode}
 _SIGNED_IN = {False: SIGN_INS.labels(outcome="ok"), True: SIGN_INS.labels(outcome="replaced")}
 for _operation in ("receive", "send", "full", "request", "release"):
@@ -87,8 +134,7 @@ def request_failed(message: Message | None, code: ErrorCode) -> None:
 
 def relayed(kind: MessageType, *, started: float) -> None:
     """Called when a relay was handed over; ``started`` is a perf_counter()."""
-    _RELAYED[kind].inc()
-    RELAY_SECONDS.observe(time.perf_counter() - started)
+    RELAYS.relayed(kind, time.perf_counter() - started)
 
 
 def error_sent(code: ErrorCode) -> None:

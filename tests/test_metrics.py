@@ -9,7 +9,8 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from prometheus_client.parser import text_string_to_metric_families
 
-from signaling.metrics import access_status
+from signaling.metrics import RelayStats, access_status
+from signaling.protocol import MessageType
 from tests.communicators import Peer, signed_in
 
 pytestmark = [
@@ -189,3 +190,21 @@ def test_a_bad_allowed_address_stops_the_server_at_start(settings):
     settings.SIGNALING_METRICS_ALLOWED_IPS = ["10.0.0.300"]
     with pytest.raises(ImproperlyConfigured, match="SIGNALING_METRICS_ALLOWED_IPS"):
         apps.get_app_config("signaling").ready()
+
+
+def test_relay_stats_count_like_a_prometheus_histogram():
+    stats = RelayStats([MessageType.OFFER, MessageType.ANSWER], (0.001, 0.01))
+    # On a bound counts in that bucket; above the last only in +Inf.
+    for seconds in (0.0005, 0.001, 0.002, 0.01, 3.0):
+        stats.relayed(MessageType.OFFER, seconds)
+    stats.relayed(MessageType.ANSWER, 0.0001)
+    frames, histogram = stats.collect()
+    assert {s.labels["type"]: s.value for s in frames.samples} == {"Offer": 5, "Answer": 1}
+    values = {(s.name, s.labels.get("le")): s.value for s in histogram.samples}
+    assert values == {
+        ("signaling_relay_seconds_bucket", "0.001"): 3,
+        ("signaling_relay_seconds_bucket", "0.01"): 5,
+        ("signaling_relay_seconds_bucket", "+Inf"): 6,
+        ("signaling_relay_seconds_count", None): 6,
+        ("signaling_relay_seconds_sum", None): pytest.approx(3.0136),
+    }
