@@ -4,6 +4,7 @@ or dropped once a connection opened must not be missed later."""
 import asyncio
 import urllib.request
 
+from signaling import connection_footprint as footprint
 from tests.clients import Client
 
 
@@ -46,3 +47,65 @@ async def test_a_trimmed_connection_closes_and_is_logged_without_errors(server):
     await asyncio.sleep(0.5)
     log = server.log()
     assert "Traceback" not in log and "AttributeError" not in log
+
+
+class _Opened:
+    """A stand-in for a protocol class: attributes as Autobahn sets them."""
+
+    STATE = 3
+    CONFIG_ATTRS = ["maxFramePayloadSize"]
+
+
+def _opened(**overrides):
+    connection = _Opened()
+    attributes = {
+        "state": 3,
+        "closedByMe": False,
+        "maxFramePayloadSize": 1048576,
+        "peer": "tcp4:127.0.0.2:40000",
+        "send_queue": [],
+        "http_headers": {"host": "x"},
+        "trafficStats": object(),
+    }
+    attributes.update(overrides)
+    connection.__dict__.update(attributes)
+    return connection
+
+
+def _trimmed_one_by_one(connection):
+    # A fresh trimmer has no plans, so it looks at every attribute; it reads
+    # the class's values as the first connection set them.
+    twin = _Opened()
+    twin.__dict__.update(connection.__dict__)
+    footprint.Trimmer(_Opened).trim(twin)
+    return twin.__dict__
+
+
+def test_connections_laid_out_alike_are_trimmed_by_plan_as_one_by_one():
+    trimmer = footprint.Trimmer(_Opened)
+    first = _opened()
+    trimmer.trim(first)
+    # The first connection's shareable values became the class's.
+    assert _Opened.closedByMe is False and _Opened.peer == "tcp4:127.0.0.2:40000"
+    assert "closedByMe" not in first.__dict__ and "http_headers" not in first.__dict__
+    assert len(trimmer.plans) == 1
+    for overrides in (
+        {},
+        {"trafficStats": object()},
+        # Differs from the class: kept, whichever way it is trimmed.
+        {"closedByMe": True},
+        {"peer": "tcp4:127.0.0.3:40001"},
+        # Equal but of another type: must not be read back as the class's.
+        {"closedByMe": 0},
+        {"maxFramePayloadSize": 1048576.0},
+    ):
+        connection = _opened(**overrides)
+        expected = _trimmed_one_by_one(connection)
+        trimmer.trim(connection)
+        assert connection.__dict__ == expected, overrides
+        assert [type(v) for v in connection.__dict__.values()] == [
+            type(v) for v in expected.values()
+        ], overrides
+        for name, value in overrides.items():
+            assert type(getattr(connection, name)) is type(value), name
+            assert getattr(connection, name) == value, name
