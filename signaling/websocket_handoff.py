@@ -26,6 +26,14 @@ _PATCHED = "_signaling_handoff"
 def upgrade_query_string(data: bytes) -> bytes | None:
     """The query string of ``data`` if it is a complete WebSocket upgrade
     request that Daphne would pass to Autobahn, else None."""
+    upgrade = parse_upgrade(data)
+    return None if upgrade is None else upgrade[0]
+
+
+def parse_upgrade(data: bytes) -> tuple[bytes, list[bytes]] | None:
+    """The query string and the head's lines (request line first) of
+    ``data`` if it is a complete WebSocket upgrade request that Daphne
+    would pass to Autobahn, else None."""
     if not data.startswith(b"GET "):
         return None
     head_end = data.find(b"\r\n\r\n")
@@ -50,7 +58,7 @@ def upgrade_query_string(data: bytes) -> bytes | None:
             upgrade = value.lower() == b"websocket"
     if not upgrade or not uri.isascii():
         return None
-    return uri.partition(b"?")[2]
+    return uri.partition(b"?")[2], lines
 
 
 def apply() -> None:
@@ -62,6 +70,8 @@ def apply() -> None:
     if getattr(channel_class, _PATCHED, False):
         return
     from twisted.protocols.policies import ProtocolWrapper
+
+    from . import opening_handshake
 
     original = channel_class.dataReceived
 
@@ -81,9 +91,10 @@ def apply() -> None:
         server = getattr(channel.factory, "server", None)
         if server is None or server.proxy_forwarded_address_header:
             return False
-        query_string = upgrade_query_string(data)
-        if query_string is None:
+        upgrade = parse_upgrade(data)
+        if upgrade is None:
             return False
+        query_string, lines = upgrade
         # What Daphne's WebRequest.process does for an upgrade, without the
         # request object.
         protocol = server.ws_factory.buildProtocol(transport.getPeer())
@@ -95,7 +106,8 @@ def apply() -> None:
         channel.setTimeout(None)
         transport.protocol = protocol
         protocol.makeConnection(transport)
-        protocol.dataReceived(data)
+        if not opening_handshake.respond(protocol, data, lines):
+            protocol.dataReceived(data)
         return True
 
     channel_class.dataReceived = data_received
