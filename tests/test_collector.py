@@ -38,3 +38,25 @@ def test_survivors_are_frozen_and_cycles_among_them_reclaimed_later():
 
 def test_a_zero_interval_starts_nothing():
     assert collector.start(0, 3600) is None
+
+
+def test_a_half_full_young_generation_is_frozen_before_the_second_is_up():
+    stop = threading.Event()
+    threshold = gc.get_threshold()
+    gc.set_threshold(10_000, *threshold[1:])
+    # Once a minute by the clock: only the young generation's count can
+    # make it freeze within the test.
+    thread = threading.Thread(target=collector.run, args=(60, 3600, stop), daemon=True)
+    try:
+        gc.freeze()
+        thread.start()
+        time.sleep(0.2)
+        quiet = gc.get_freeze_count()
+        survivors = [[] for _ in range(8_000)]
+        time.sleep(0.3)
+        assert gc.get_freeze_count() >= quiet + len(survivors)
+    finally:
+        stop.set()
+        thread.join(2)
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
