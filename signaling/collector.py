@@ -17,8 +17,8 @@ storm: 4,500 sign-ins a second leave ~300,000 tracked objects, so the young
 generation (50,000) filled every ~130 ms and each collection walked the new
 connections (8-20 ms), and the middle generation walked up to five such
 batches at once (up to 140 ms). gc.callbacks over `bench/run --servers
-ours`: 0.61 s of collections, 0.05 s with the check (sign-ins/s 4,425 ->
-5,334). The check is a look at a counter 20 times a second. Freezing every
+ours`: 0.61 s of collections, 0.044 s with the check (sign-ins/s 4,425 ->
+5,137). The check is a look at a counter 20 times a second. Freezing every
 50 ms whatever the load did the same for the storm but also froze the
 cyclic garbage of aborted connections until the next reclaim (+250 KB over
 4,000 connections in tests/test_leaks.py); at ordinary rates the young

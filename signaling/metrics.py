@@ -60,7 +60,6 @@ LAYER_FAILURES = Counter(
 )
 
 
-
 class RelayStats:
     """``signaling_relayed_frames`` (by type) and ``signaling_relay_seconds``,
     counted in plain numbers and turned into metrics when scraped.

@@ -7,9 +7,11 @@ for the WebSocket handshake. The first two steps were ~10 % of the server's
 CPU in a sign-in storm (bench/). Here the first bytes of a connection are
 looked at once: a complete, well-formed ``GET ... HTTP/1.1`` request with
 ``Upgrade: websocket`` goes to Autobahn as it arrived, with the same checks
-Daphne makes; anything else (plain HTTP, a request split over several reads,
-TLS, proxy headers to honour, a header Daphne would refuse) takes Daphne's
-own path unchanged, so every refusal still looks as Daphne makes it.
+Daphne makes (for the common request, Autobahn's own checks then run over
+the lines already split: ``opening_handshake``); anything else (plain
+HTTP, a request split over several reads, TLS, proxy headers to honour, a
+header Daphne would refuse) takes Daphne's own path unchanged, so every
+refusal still looks as Daphne makes it.
 """
 
 from __future__ import annotations
