@@ -20,8 +20,9 @@ batches at once (up to 140 ms). gc.callbacks over `bench/run --servers
 ours`: 0.61 s of collections, 0.044 s with the check (sign-ins/s 4,425 ->
 5,137). The check is a look at a counter 20 times a second. Freezing every
 50 ms whatever the load did the same for the storm but also froze the
-cyclic garbage of aborted connections until the next reclaim (+250 KB over
-4,000 connections in tests/test_leaks.py); at ordinary rates the young
+cyclic garbage of aborted connections until the next reclaim
+(tests/test_leaks.py, 4,000 connections: RSS +8.5-8.8 MB against +8.4-8.5 MB,
+2 runs of 3 over its bound; with the check +7.5-8.0 MB); at ordinary rates the young
 generation never gets half full between the once-a-second freezes. Frozen
 objects are still freed by reference counting, which is how closed
 connections go (they leave no reference cycles: 0 objects found by
