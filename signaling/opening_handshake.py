@@ -6,10 +6,10 @@ through urlparse and a dozen debug-log calls that log nothing, and reaches
 Daphne's onConnect through txaio: ~6 % of the server's CPU in a sign-in
 storm went to processHandshake apart from onConnect (py-spy, bench/); this
 pass takes a sign-in's instructions down 2.7 % (bench.instructions). Here
-the same checks run over the lines
-already split, and the protocol is left exactly as processHandshake leaves
-it before calling onConnect (same attributes, in the same order, the same
-ConnectionRequest, the same callbacks). A request processHandshake would
+the same checks run over the lines already split, and the protocol is left
+exactly as processHandshake leaves it before calling onConnect (same
+attributes, in the same order, the same ConnectionRequest, the same
+callbacks). A request processHandshake would
 refuse, or would treat in a way not repeated here (a header given twice, a
 version other than 13, an Origin it does not allow, bytes after the
 request, a port to check against the URL, forwarded addresses), is left to
