@@ -379,7 +379,12 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             await self.channel_layer.group_discard(
                 protocol.group_name(username), self.channel_name
             )
-            for channel in self.peers.values():
+            for peer, channel in list(self.peers.items()):
+                # A peer that has ended has released its name, and nothing
+                # reads its channel any more: a message sent there would
+                # wait out the layer's expiry (60 s) in memory or in Redis.
+                if await registry.lookup(peer) != channel:
+                    continue
                 await self.channel_layer.send(
                     channel,
                     {

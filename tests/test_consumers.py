@@ -281,3 +281,19 @@ async def test_a_repeated_error_is_logged_once_per_kind_and_answered_every_time(
     errors = [r for r in caplog.records if r.getMessage().startswith("error ")]
     assert [r.levelname for r in errors] == ["INFO", "DEBUG", "DEBUG", "INFO"]
     await peer.close()
+
+
+async def test_a_peer_whose_name_is_released_is_not_sent_the_leave():
+    # A session releases its name as it ends; a message sent to its channel
+    # after that is read by nobody and waits out the layer's expiry (with
+    # thousands of short sessions, megabytes: tests/test_leaks.py). Here
+    # bob's name is released while his consumer still reads its channel, so
+    # a message sent there would reach his client.
+    from signaling.presence import registry
+
+    alice, bob = await signed_in("alice"), await signed_in("bob")
+    await alice.send(type="Offer", target="bob", data="sdp")
+    await bob.receive()
+    await registry.release(username="bob", channel_name=await registry.lookup("bob"))
+    await alice.close()
+    assert await bob.receive_nothing()
