@@ -42,7 +42,7 @@ def respond(protocol, data: bytes, lines: list[bytes]) -> bool:
         or protocol.trustXForwardedFor
         or protocol.maxConnections > 0
         or _VERSION not in protocol.versions
-        or not data.endswith(b"\r\n\r\n")
+        # Bytes after the request (frames sent before the 101).
         or data.find(b"\r\n\r\n") != len(data) - 4
     ):
         return False

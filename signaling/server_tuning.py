@@ -147,7 +147,7 @@ TIMEOUT_CHECK_SLICES = 40
 # How often closed connections are handed back (Daphne: every second). Until
 # Daphne's application_checker reaps a connection that closed and whose
 # application finished, its connection table keeps the protocol and the
-# consumer alive: at 800 closing connections a second that raised the
+# consumer alive: at ~800 closing connections a second that raised the
 # memory high-water mark by ~8 MB (tests/test_leaks.py, 2,000 cycles: RSS
 # +7.5-8.8 MB, its bound 8.7 MB; at 0.1 s +0.13-0.18 MB). Checking only the
 # connections that changed (below) makes the shorter interval cheap.

@@ -2,8 +2,9 @@
 L1, scaled down): memory back near its baseline, nobody still registered.
 
 The server runs with its default garbage-collector setting, which freezes
-survivors out of the collector each second (signaling/collector.py): a
-closed connection must still be freed by reference counting.
+survivors out of the collector each second and whenever the young
+generation is half full (signaling/collector.py): a closed connection must
+still be freed by reference counting.
 """
 
 import asyncio
