@@ -17,7 +17,7 @@ from .consumer_base import LAYER_ERRORS, ResilientJsonWebsocketConsumer
 from .ice import IceServers
 from .ice_refresh import SessionIceServers
 from .live_sessions import ensure_heartbeat, live_session_end, live_session_start
-from .presence import Claimed, LocalSession, registry
+from .presence import Claimed, LocalSession, ReclaimOutcome, registry
 from .protocol import ErrorCode, GetIceServers, ProtocolError, Relay, SignIn
 from .server_tuning import pause_reading, read_slowly
 
@@ -331,6 +331,17 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         await self.send(text_data=protocol.session_replaced_frame(self.username))
         await self.close_with(protocol.CloseCode.SESSION_REPLACED)
 
+    async def session_lost(self) -> None:
+        """Called when this session could not be claimed again after Redis
+        lost it: nobody could reach it, so the client must reconnect."""
+        if self.ended:
+            return
+        await self.end("disconnected")
+        await self.send(
+            text_data=protocol.reconnect_frame(self.username, reason="session_lost")
+        )
+        await self.close_with(protocol.CloseCode.SESSION_LOST)
+
     async def session_disconnect(self, event):
         """Called when an administrator disconnects this session."""
         if self.ended:
@@ -422,11 +433,21 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             logger.warning("could not tell a client about the stop", exc_info=True)
 
 
-async def on_reclaim(session: LocalSession, kept: bool) -> None:
-    """Called when presence was re-established after Redis lost it."""
-    layer = get_channel_layer()
-    if kept:
-        await layer.group_add(protocol.group_name(session.username), session.channel_name)
-    else:
+async def on_reclaim(session: LocalSession, outcome: ReclaimOutcome) -> None:
+    """Called for each session after Redis lost this process's claims."""
+    if outcome is ReclaimOutcome.KEPT:
+        layer = get_channel_layer()
+        await layer.group_add(
+            protocol.group_name(session.username), session.channel_name
+        )
+        return
+    # The session is in this process: told directly, not through a broker
+    # that has just failed it.
+    consumer = shutdown.open_consumer(session.channel_name)
+    if consumer is None:
+        return
+    if outcome is ReclaimOutcome.TAKEN:
         # Another instance took the name while this one was cut off.
-        await layer.send(session.channel_name, {"type": "session.replaced"})
+        await consumer.session_replaced({"type": "session.replaced"})
+    else:
+        await consumer.session_lost()

@@ -25,8 +25,6 @@ from .process import PROCESS_NAME, PROCESS_STARTED_AT
 
 logger = logging.getLogger(__name__)
 
-
-
 # How often the sessions' "last seen" is rewritten.
 LAST_SEEN_EVERY_SECONDS = 60
 
@@ -37,9 +35,7 @@ def _from_epoch(seconds: float) -> datetime.datetime:
 
 def _process_beat(now: datetime.datetime) -> bool:
     """Record this process as alive; return True if its row was missing."""
-    updated = ServerProcess.objects.filter(name=PROCESS_NAME).update(
-        last_heartbeat=now
-    )
+    updated = ServerProcess.objects.filter(name=PROCESS_NAME).update(last_heartbeat=now)
     if updated:
         return False
     host, pid = PROCESS_NAME.split(":")[:2]
@@ -217,7 +213,9 @@ async def _writer_loop() -> None:
             _pending.ends.update(ends)
 
 
-def _ensure_running(tasks: dict[asyncio.AbstractEventLoop, asyncio.Task], loop_body) -> None:
+def _ensure_running(
+    tasks: dict[asyncio.AbstractEventLoop, asyncio.Task], loop_body
+) -> None:
     """Run ``loop_body()`` as one task per event loop (tests use several
     loops), starting it again if it ended."""
     loop = asyncio.get_running_loop()
@@ -237,6 +235,23 @@ def live_sessions_remove_process() -> None:
     """Delete this process and its sessions (the process is stopping)."""
     _pending.clear()
     ServerProcess.objects.filter(name=PROCESS_NAME).delete()
+
+
+@database_sync_to_async
+def live_process_names() -> set[str]:
+    """The processes whose heartbeat is recent: those serving sessions now.
+
+    The database keeps them when Redis loses its data, so this tells which
+    instances must re-claim their sessions before names count as free.
+    """
+    cutoff = timezone.now() - datetime.timedelta(
+        seconds=settings.SIGNALING_PROCESS_STALE_SECONDS
+    )
+    return set(
+        ServerProcess.objects.filter(last_heartbeat__gte=cutoff).values_list(
+            "name", flat=True
+        )
+    )
 
 
 def live_sessions_sweep(*, stale_after: float) -> int:
@@ -277,7 +292,9 @@ async def _heartbeat_loop() -> None:
     last_refresh = last_touch = asyncio.get_running_loop().time()
     while True:
         local = registry.local_sessions()
-        touch = asyncio.get_running_loop().time() - last_touch >= LAST_SEEN_EVERY_SECONDS
+        touch = (
+            asyncio.get_running_loop().time() - last_touch >= LAST_SEEN_EVERY_SECONDS
+        )
         if touch:
             last_touch = asyncio.get_running_loop().time()
         try:

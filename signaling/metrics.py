@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from . import guards
-from .presence import registry
+from .presence import ReclaimOutcome, registry
 from .protocol import RELAY_TYPES, ErrorCode, Message, MessageType, SignIn
 
 # The *_created series (when each counter was made) double the output and
@@ -57,6 +57,33 @@ LAYER_FAILURES = Counter(
     "receive, send, full (target channel full), request (a sign-in or look-up), "
     "release.",
     ["operation"],
+)
+PRESENCE_LOSSES = Counter(
+    "signaling_presence_losses",
+    "Times this process found that Redis had lost or changed its data (a "
+    "restart, a failover, or this process's key expiring) while it served "
+    "sessions.",
+)
+RECLAIMS = Counter(
+    "signaling_presence_reclaims",
+    "Sessions claimed again after a presence loss, by outcome: kept, taken "
+    "(another sign-in took the name meanwhile; closed as replaced) or "
+    "abandoned (could not be claimed in time; told to reconnect and closed).",
+    ["outcome"],
+)
+RECLAIM_ATTEMPTS = Counter(
+    "signaling_presence_reclaim_attempts",
+    "Re-claim attempts, first tries and retries after a failed attempt.",
+    ["attempt"],
+)
+RECLAIM_FAILURES = Counter(
+    "signaling_presence_reclaim_failures",
+    "Re-claim attempts that failed (retried at the next beat).",
+)
+CLAIMS_WAITED = Counter(
+    "signaling_presence_claims_waited",
+    "Sign-ins that waited for the name's holder to be re-claimed after Redis "
+    "lost its data.",
 )
 
 
@@ -119,6 +146,32 @@ _ERRORS = {code: ERRORS.labels(code=code.value) for code in ErrorCode}
 _SIGNED_IN = {False: SIGN_INS.labels(outcome="ok"), True: SIGN_INS.labels(outcome="replaced")}
 for _operation in ("receive", "send", "full", "request", "release"):
     LAYER_FAILURES.labels(operation=_operation)
+
+
+for _attempt in ("first", "retry"):
+    RECLAIM_ATTEMPTS.labels(attempt=_attempt)
+for _outcome in ReclaimOutcome:
+    RECLAIMS.labels(outcome=_outcome.value)
+
+
+def presence_lost() -> None:
+    PRESENCE_LOSSES.inc()
+
+
+def presence_reclaim_attempted(*, retry: bool) -> None:
+    RECLAIM_ATTEMPTS.labels(attempt="retry" if retry else "first").inc()
+
+
+def presence_reclaim_failed() -> None:
+    RECLAIM_FAILURES.inc()
+
+
+def presence_reclaimed(outcome: ReclaimOutcome) -> None:
+    RECLAIMS.labels(outcome=outcome.value).inc()
+
+
+def presence_claim_waited() -> None:
+    CLAIMS_WAITED.inc()
 
 
 def sign_in_succeeded(*, replaced: bool) -> None:

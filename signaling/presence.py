@@ -9,6 +9,7 @@ in its memory; when several instances share Redis they live in Redis
 
 from __future__ import annotations
 
+import enum
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -71,6 +72,14 @@ class Taken:
     pass
 
 
+class ReclaimOutcome(enum.Enum):
+    """What became of a session after Redis lost its claim."""
+
+    KEPT = "kept"  # claimed again
+    TAKEN = "taken"  # another sign-in took the name meanwhile
+    ABANDONED = "abandoned"  # could not be claimed again in time
+
+
 class LocalRegistry:
     """Name claims held in this process's memory (one process serves all)."""
 
@@ -109,7 +118,9 @@ class LocalRegistry:
     async def release_all_local(self) -> None:
         self.clear()
 
-    def start(self, on_reclaim: Callable[[LocalSession, bool], Awaitable[None]]) -> None:
+    def start(
+        self, on_reclaim: Callable[[LocalSession, ReclaimOutcome], Awaitable[None]]
+    ) -> None:
         """Nothing runs in the background for claims held in memory."""
 
     def local_sessions(self) -> list[LocalSession]:
@@ -129,7 +140,9 @@ def make_registry():
         from .redis_presence import RedisRegistry
 
         return RedisRegistry(
-            settings.REDIS_URL, ttl_seconds=settings.SIGNALING_PRESENCE_TTL_SECONDS
+            settings.REDIS_URL,
+            ttl_seconds=settings.SIGNALING_PRESENCE_TTL_SECONDS,
+            recovery_seconds=settings.SIGNALING_PRESENCE_RECOVERY_SECONDS,
         )
     return LocalRegistry()
 

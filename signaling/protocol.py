@@ -150,6 +150,9 @@ class CloseCode(enum.IntEnum):
     # sends 1000 or 3000-4999.
     SERVER_STOPPING = 4003
     SIGN_IN_TIMEOUT = 4004
+    # The server could not re-establish this session after its message
+    # broker lost it (after a Reconnect frame): connect again.
+    SESSION_LOST = 4005
     RATE_LIMITED = 4008
     TOO_MANY_CONNECTIONS = 4009
 
@@ -434,13 +437,13 @@ def session_replaced_frame(username: str) -> str:
     )
 
 
-def reconnect_frame(username: str | None) -> str:
+def reconnect_frame(username: str | None, reason: str = "server_stopping") -> str:
     return encode(
         {
             "type": MessageType.RECONNECT.value,
             "username": SERVER_NAME,
             "target": username,
-            "data": {"reason": "server_stopping"},
+            "data": {"reason": reason},
         }
     )
 

@@ -30,6 +30,14 @@ def forget(consumer) -> None:
     _open_consumers.discard(consumer)
 
 
+def open_consumer(channel_name: str):
+    """The open connection of this process on ``channel_name``, or None."""
+    for consumer in list(_open_consumers):
+        if getattr(consumer, "channel_name", None) == channel_name:
+            return consumer
+    return None
+
+
 def install() -> None:
     """Register the stop hook with Daphne's reactor, if running under Daphne."""
     reactor = sys.modules.get("twisted.internet.reactor")

@@ -149,6 +149,8 @@ SIGNALING_GROUP_REFRESH_SECONDS = env_number(
     "SIGNALING_GROUP_REFRESH_SECONDS", SIGNALING_GROUP_EXPIRY_SECONDS / 4
 )
 if REDIS_URL:
+    from signaling.redis_connection import retry_policy
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -164,6 +166,9 @@ if REDIS_URL:
                         # redis-py refuses the 101st concurrent command by
                         # default; a sign-in burst needs more.
                         "max_connections": 1000,
+                        # A pooled connection to a restarted Redis is
+                        # replaced instead of failing the command.
+                        **retry_policy(),
                     }
                 ],
                 # channels-redis queues all of a process's connections in one
@@ -203,6 +208,13 @@ SIGNALING_PROCESS_STALE_SECONDS = env_number(
 # With Redis: a process whose liveness key is this old is dead, and its
 # users count as offline.
 SIGNALING_PRESENCE_TTL_SECONDS = env_number("SIGNALING_PRESENCE_TTL_SECONDS", 3)
+# After Redis lost its data (restart, failover): how long a guest's name that
+# the database still lists as held waits for its holder to be re-claimed,
+# and how long an instance keeps trying to re-claim a session before it
+# asks the client to reconnect.
+SIGNALING_PRESENCE_RECOVERY_SECONDS = env_number(
+    "SIGNALING_PRESENCE_RECOVERY_SECONDS", 10
+)
 
 # Session rows are written in batches this often (admin lag, not signaling).
 SIGNALING_SESSION_WRITE_SECONDS = env_number("SIGNALING_SESSION_WRITE_SECONDS", 0.5)

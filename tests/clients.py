@@ -39,12 +39,14 @@ class Client:
             return True
         raise AssertionError(f"unexpected frame {frame!r}")
 
-    async def sign_in(self, username: str, password: str | None = None) -> dict:
+    async def sign_in(
+        self, username: str, password: str | None = None, *, timeout: float = 3
+    ) -> dict:
         frame: dict[str, Any] = {"type": "SignIn", "username": username}
         if password is not None:
             frame["data"] = password
         await self.send_json(frame)
-        return await self.receive_json()
+        return await self.receive_json(timeout)
 
     async def wait_closed(self, timeout: float = 3) -> int | None:
         await asyncio.wait_for(self.connection.wait_closed(), timeout)

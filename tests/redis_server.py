@@ -67,6 +67,12 @@ class RedisServer:
                     raise
                 time.sleep(0.05)
 
+    def kill(self) -> None:
+        """Kill -9: no shutdown, nothing saved, sockets reset."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
