@@ -193,7 +193,9 @@ else:
 SIGNALING_ALLOW_GUESTS = env_bool("SIGNALING_ALLOW_GUESTS", True)
 SIGNALING_ALLOWED_ORIGINS = env_list("SIGNALING_ALLOWED_ORIGINS")
 SIGNALING_ALLOW_MISSING_ORIGIN = env_bool("SIGNALING_ALLOW_MISSING_ORIGIN", True)
-SIGNALING_TRUSTED_PROXIES = frozenset(env_list("SIGNALING_TRUSTED_PROXIES"))
+# Addresses, CIDR ranges or * (the socket peer is always a proxy): see
+# signaling/forwarded.py and the README. Checked at start (apps.py).
+SIGNALING_TRUSTED_PROXIES = tuple(env_list("SIGNALING_TRUSTED_PROXIES"))
 SIGNALING_HEARTBEAT_SECONDS = env_number("SIGNALING_HEARTBEAT_SECONDS", 3)
 # A process silent for three heartbeats is dead; its sessions are swept.
 SIGNALING_PROCESS_STALE_SECONDS = env_number(
