@@ -227,17 +227,24 @@ if SIGNALING_EVENT_LOOP not in {"uvloop", "asyncio"}:
 # collector every N seconds (0: off), everything collected in full every M.
 SIGNALING_GC_FREEZE_SECONDS = env_number("SIGNALING_GC_FREEZE_SECONDS", 1)
 SIGNALING_GC_RECLAIM_SECONDS = env_number("SIGNALING_GC_RECLAIM_SECONDS", 3600)
+# Per name, from anywhere: what slows guessing one name's password.
 SIGNALING_MAX_FAILED_SIGN_INS_PER_NAME = int(
     env_number("SIGNALING_MAX_FAILED_SIGN_INS_PER_NAME", 5)
 )
+# Per address, against guessing across names; an address may be a
+# carrier-grade NAT or a campus, so it is higher, and over it only password
+# attempts for names not signed in from there lately are refused
+# (signaling/guards.py, SECURITY.md).
 SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS = int(
-    env_number("SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS", 20)
+    env_number("SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS", 50)
 )
 SIGNALING_FAILED_SIGN_IN_WINDOW_SECONDS = env_number(
     "SIGNALING_FAILED_SIGN_IN_WINDOW_SECONDS", 60
 )
+# One IPv4 address of a carrier-grade NAT or campus carries hundreds of
+# phones; 1000 is still 5 % of an instance (SECURITY.md).
 SIGNALING_MAX_CONNECTIONS_PER_ADDRESS = int(
-    env_number("SIGNALING_MAX_CONNECTIONS_PER_ADDRESS", 100)
+    env_number("SIGNALING_MAX_CONNECTIONS_PER_ADDRESS", 1000)
 )
 SIGNALING_MAX_CONNECTIONS = int(env_number("SIGNALING_MAX_CONNECTIONS", 20000))
 
