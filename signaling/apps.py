@@ -21,6 +21,7 @@ class SignalingConfig(AppConfig):
         # sign-in or scrape.
         from django.conf import settings
 
+        from .connection_info import trusted_proxies
         from .ice import IceConfig
         from .metrics import parse_networks
 
@@ -33,4 +34,10 @@ class SignalingConfig(AppConfig):
         except ValueError as error:
             raise ImproperlyConfigured(
                 f"SIGNALING_METRICS_ALLOWED_IPS: {error}"
+            ) from None
+        try:
+            trusted_proxies(settings.SIGNALING_TRUSTED_PROXIES)
+        except ValueError as error:
+            raise ImproperlyConfigured(
+                f"SIGNALING_TRUSTED_PROXIES: {error}"
             ) from None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 
 from django.conf import settings
+
+from .forwarded import TrustedProxies, forwarded_client
 
 MAX_USER_AGENT_LENGTH = 512  # enough for any real browser or app string
 
@@ -25,23 +27,39 @@ def client_address(scope) -> str:
     """Return the client's IP address.
 
     ``X-Forwarded-For`` is believed only when the socket peer is one of the
-    configured trusted proxies: anybody can send the header, and Daphne's own
-    ``--proxy-headers`` believes it from every client.
+    configured trusted proxies (signaling/forwarded.py): anybody can send the
+    header, and Daphne's own ``--proxy-headers`` believes it from every
+    client.
     """
     client = scope.get("client")
     peer = client[0] if client else ""
-    trusted = settings.SIGNALING_TRUSTED_PROXIES
-    if not trusted or peer not in trusted:
-        return peer
-    forwarded = header(scope, b"x-forwarded-for")
-    if not forwarded:
-        return peer
-    # Walk from the nearest hop back; the first address not added by one of
-    # our own proxies is the client.
-    for hop in reversed([part.strip() for part in forwarded.split(",")]):
-        if hop not in trusted:
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer
-    return peer
+    return forwarded_client(
+        peer,
+        forwarded_for(scope),
+        trusted_proxies(settings.SIGNALING_TRUSTED_PROXIES),
+    )
+
+
+def forwarded_for(scope) -> str | None:
+    """Every ``X-Forwarded-For`` header, joined in order (RFC 9110 5.3).
+
+    A proxy may add its own header line instead of extending the client's;
+    reading only the first line would then read the client's.
+    """
+    values = [
+        value.decode("latin-1")
+        for key, value in scope.get("headers", ())
+        if key == b"x-forwarded-for"
+    ]
+    return ",".join(values) if values else None
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(entries: tuple[str, ...]) -> TrustedProxies:
+    return TrustedProxies.parse(entries)
+
+
+def trusted_proxies(entries) -> TrustedProxies:
+    """The parsed setting, parsed once per distinct value (checked at start
+    by the app config, so a bad entry never reaches a connection)."""
+    return _parsed(entries if isinstance(entries, tuple) else tuple(entries))

@@ -10,12 +10,21 @@ import time
 
 from django.conf import settings
 
-from .limits import ConnectionCounter, FailureWindow, TokenBucket
+from .limits import ConnectionCounter, FailureWindow, RecentSuccesses, TokenBucket
 from .protocol import ErrorCode, ProtocolError
 
 connections = ConnectionCounter()
 failed_sign_ins_by_name = FailureWindow()
 failed_sign_ins_by_address = FailureWindow()
+# (address, name) pairs that signed in lately: a user who got in from a
+# shared address before keeps getting in while a neighbour there guesses.
+# A day covers a phone's reconnects; the bound keeps memory small (a few
+# hundred bytes each) against a stream of distinct sign-ins.
+FAMILIAR_FOR_SECONDS = 24 * 3600
+FAMILIAR_PAIRS_KEPT = 20_000
+familiar_sign_ins = RecentSuccesses(
+    capacity=FAMILIAR_PAIRS_KEPT, ttl=FAMILIAR_FOR_SECONDS
+)
 
 
 def connection_refusal(address: str) -> ProtocolError | None:
@@ -49,19 +58,29 @@ def refusal_bucket() -> TokenBucket:
     return TokenBucket(rate=1, burst=settings.SIGNALING_RATE_LIMIT_CLOSE_AFTER)
 
 
-def check_sign_in_attempts(username: str, address: str) -> None:
+def check_sign_in_attempts(
+    username: str, address: str, *, with_password: bool = True
+) -> None:
     """Raise ProtocolError if this name or address failed too often lately.
 
     Checked before any password is verified, so guessing costs the server
-    no hashing either.
+    no hashing either. The per-name limit holds for everyone, from every
+    address: it is what slows guessing one name's password. The per-address
+    limit is there for guessing across many names from one address, and an
+    address may be a carrier-grade NAT or a campus shared by hundreds
+    (SECURITY.md), so over it only password attempts for names not signed
+    in from that address lately are refused: a sign-in without a password
+    guesses nothing, and a user who got in from there before is no guesser.
     """
     now = time.monotonic()
     window = settings.SIGNALING_FAILED_SIGN_IN_WINDOW_SECONDS
     if failed_sign_ins_by_name.count(
         username, now=now, window=window
     ) >= settings.SIGNALING_MAX_FAILED_SIGN_INS_PER_NAME or (
-        failed_sign_ins_by_address.count(address, now=now, window=window)
+        with_password
+        and failed_sign_ins_by_address.count(address, now=now, window=window)
         >= settings.SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS
+        and not familiar_sign_ins.contains((address, username), now=now)
     ):
         raise ProtocolError(
             ErrorCode.TOO_MANY_ATTEMPTS,
@@ -75,8 +94,14 @@ def sign_in_failed(username: str, address: str) -> None:
     failed_sign_ins_by_address.record(address, now=now)
 
 
+def sign_in_succeeded(username: str, address: str) -> None:
+    """Called when a sign-in claimed its name."""
+    familiar_sign_ins.record((address, username), now=time.monotonic())
+
+
 def reset() -> None:
     """Forget all counts (tests)."""
     connections.clear()
     failed_sign_ins_by_name.clear()
     failed_sign_ins_by_address.clear()
+    familiar_sign_ins.clear()

@@ -62,6 +62,33 @@ class FailureWindow:
 
 
 @dataclass(slots=True)
+class RecentSuccesses:
+    """Remembers keys that succeeded lately: at most ``capacity`` of them,
+    each for ``ttl`` seconds, the oldest forgotten first."""
+
+    capacity: int
+    ttl: float
+    # Insertion order is age order: a key seen again moves to the end.
+    _seen: dict = field(default_factory=dict)
+
+    def record(self, key, *, now: float) -> None:
+        self._seen.pop(key, None)
+        self._seen[key] = now
+        while len(self._seen) > self.capacity:
+            del self._seen[next(iter(self._seen))]
+
+    def contains(self, key, *, now: float) -> bool:
+        seen = self._seen.get(key)
+        return seen is not None and seen > now - self.ttl
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+@dataclass(slots=True)
 class ConnectionCounter:
     """Open connections per client address and in all."""
 

@@ -40,6 +40,13 @@ USERS_SIGNED_IN = Gauge(
 )
 USERS_SIGNED_IN.set_function(lambda: len(registry))
 
+READY = Gauge(
+    "signaling_ready",
+    "1 when a readiness check passed at this scrape, 0 when it failed or "
+    "timed out: database, channel_layer (what /healthz checks).",
+    ["check"],
+)
+
 SIGN_INS = Counter(
     "signaling_sign_ins",
     "Sign-in attempts by outcome: ok, replaced (took a name over from another "
@@ -172,6 +179,12 @@ def presence_reclaimed(outcome: ReclaimOutcome) -> None:
 
 def presence_claim_waited() -> None:
     CLAIMS_WAITED.inc()
+
+
+def readiness_observed(results: dict) -> None:
+    """Called by /metrics with the readiness checks it just ran."""
+    for check, result in results.items():
+        READY.labels(check=check).set(1 if result["ok"] else 0)
 
 
 def sign_in_succeeded(*, replaced: bool) -> None:

@@ -13,10 +13,14 @@ from prometheus_client.exposition import choose_encoder
 
 from .connection_info import client_address
 from .metrics import access_status as metrics_access_status
+from .metrics import readiness_observed as metrics_readiness_observed
 from .presence import registry
 
 # A health probe must answer well inside a platform's check timeout.
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
+# Prometheus' default scrape timeout is 10 s; a scrape must not hang on a
+# dead Redis.
+METRICS_READINESS_TIMEOUT_SECONDS = 1.0
 
 
 @require_safe
@@ -38,32 +42,52 @@ async def _channel_layer_ok() -> None:
     await layer.receive(channel)
 
 
-async def _check(name, awaitable, results):
+async def _check(name, awaitable, results, timeout):
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(awaitable, HEALTH_CHECK_TIMEOUT_SECONDS)
-    except Exception as error:  # any failure means "not healthy"
+        await asyncio.wait_for(awaitable, timeout)
+    except Exception as error:  # any failure means "not ready"
         results[name] = {"ok": False, "error": type(error).__name__}
     else:
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
         results[name] = {"ok": True, "ms": elapsed_ms}
 
 
-@require_safe
-async def healthz(request):
-    """Database and channel-layer state, and live sessions on this process."""
+async def readiness(timeout: float = HEALTH_CHECK_TIMEOUT_SECONDS) -> dict:
+    """Check the database and the channel layer at once; each answer is
+    ``{"ok": True, "ms": ...}`` or ``{"ok": False, "error": ...}``."""
     results: dict = {}
     await asyncio.gather(
-        _check("database", sync_to_async(_database_ok)(), results),
-        _check("channel_layer", _channel_layer_ok(), results),
+        _check("database", sync_to_async(_database_ok)(), results, timeout),
+        _check("channel_layer", _channel_layer_ok(), results, timeout),
     )
-    healthy = all(check["ok"] for check in results.values())
+    return results
+
+
+@require_safe
+async def livez(request):
+    """Liveness: this process's event loop answers and Django is loaded.
+
+    Touches nothing shared, on purpose: the platform restarts an instance
+    whose liveness check fails, and restarting every instance cannot mend a
+    Redis or database outage (they would all reconnect together when it
+    ends). Those belong to readiness.
+    """
+    return JsonResponse({"status": "ok"})
+
+
+@require_safe
+async def healthz(request):
+    """Readiness: database and channel-layer state, and live sessions on
+    this process; 503 when either check fails."""
+    results = await readiness()
+    ready = all(check["ok"] for check in results.values())
     body = {
-        "status": "ok" if healthy else "unavailable",
+        "status": "ok" if ready else "unavailable",
         **results,
         "live_sessions": len(registry),
     }
-    return JsonResponse(body, status=200 if healthy else 503)
+    return JsonResponse(body, status=200 if ready else 503)
 
 
 # The web client builds every page element itself and shows user text only
@@ -106,6 +130,8 @@ async def metrics(request):
         return response
     if status == 403:
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
+    # Readiness at scrape time, with less time than a scrape's timeout.
+    metrics_readiness_observed(await readiness(METRICS_READINESS_TIMEOUT_SECONDS))
     # The classic text format unless the scraper asks for OpenMetrics.
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(REGISTRY), content_type=content_type)

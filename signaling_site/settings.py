@@ -198,7 +198,9 @@ else:
 SIGNALING_ALLOW_GUESTS = env_bool("SIGNALING_ALLOW_GUESTS", True)
 SIGNALING_ALLOWED_ORIGINS = env_list("SIGNALING_ALLOWED_ORIGINS")
 SIGNALING_ALLOW_MISSING_ORIGIN = env_bool("SIGNALING_ALLOW_MISSING_ORIGIN", True)
-SIGNALING_TRUSTED_PROXIES = frozenset(env_list("SIGNALING_TRUSTED_PROXIES"))
+# Addresses, CIDR ranges or * (the socket peer is always a proxy): see
+# signaling/forwarded.py and the README. Checked at start (apps.py).
+SIGNALING_TRUSTED_PROXIES = tuple(env_list("SIGNALING_TRUSTED_PROXIES"))
 SIGNALING_HEARTBEAT_SECONDS = env_number("SIGNALING_HEARTBEAT_SECONDS", 3)
 # A process silent for three heartbeats is dead; its sessions are swept.
 SIGNALING_PROCESS_STALE_SECONDS = env_number(
@@ -237,17 +239,24 @@ if SIGNALING_EVENT_LOOP not in {"uvloop", "asyncio"}:
 # collector every N seconds (0: off), everything collected in full every M.
 SIGNALING_GC_FREEZE_SECONDS = env_number("SIGNALING_GC_FREEZE_SECONDS", 1)
 SIGNALING_GC_RECLAIM_SECONDS = env_number("SIGNALING_GC_RECLAIM_SECONDS", 3600)
+# Per name, from anywhere: what slows guessing one name's password.
 SIGNALING_MAX_FAILED_SIGN_INS_PER_NAME = int(
     env_number("SIGNALING_MAX_FAILED_SIGN_INS_PER_NAME", 5)
 )
+# Per address, against guessing across names; an address may be a
+# carrier-grade NAT or a campus, so it is higher, and over it only password
+# attempts for names not signed in from there lately are refused
+# (signaling/guards.py, SECURITY.md).
 SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS = int(
-    env_number("SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS", 20)
+    env_number("SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS", 50)
 )
 SIGNALING_FAILED_SIGN_IN_WINDOW_SECONDS = env_number(
     "SIGNALING_FAILED_SIGN_IN_WINDOW_SECONDS", 60
 )
+# One IPv4 address of a carrier-grade NAT or campus carries hundreds of
+# phones; 1000 is still 5 % of an instance (SECURITY.md).
 SIGNALING_MAX_CONNECTIONS_PER_ADDRESS = int(
-    env_number("SIGNALING_MAX_CONNECTIONS_PER_ADDRESS", 100)
+    env_number("SIGNALING_MAX_CONNECTIONS_PER_ADDRESS", 1000)
 )
 SIGNALING_MAX_CONNECTIONS = int(env_number("SIGNALING_MAX_CONNECTIONS", 20000))
 

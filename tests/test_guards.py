@@ -6,6 +6,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 
+from signaling import guards
+from signaling.protocol import ProtocolError
 from tests.communicators import Peer, signed_in
 
 pytestmark = [
@@ -114,3 +116,59 @@ async def test_connections_over_the_server_cap_are_refused_explicitly(settings):
     assert (await second.receive())["code"] == "server_full"
     assert await second.receive_close() == 4009
     assert first
+
+
+def outcomes(attempts) -> list[str]:
+    """Run guards.check_sign_in_attempts for each (name, address, password?)
+    and return "ok" or the refusal's code for each."""
+    found = []
+    for username, address, with_password in attempts:
+        try:
+            guards.check_sign_in_attempts(
+                username, address, with_password=with_password
+            )
+        except ProtocolError as error:
+            found.append(error.code.value)
+        else:
+            found.append("ok")
+    return found
+
+
+def test_one_guesser_behind_a_shared_address_leaves_its_neighbours_signing_in(
+    settings,
+):
+    settings.SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS = 4
+    nat = "100.64.0.1"  # RFC 6598 shared address space, as a carrier's NAT
+    guards.sign_in_succeeded("alice", nat)
+    for n in range(4):
+        guards.sign_in_failed(f"victim{n}", nat)
+    assert outcomes(
+        [
+            ("victim9", nat, True),  # the guesser's next name: refused
+            ("dave", nat, True),  # an account never signed in from here
+            ("alice", nat, True),  # signed in from here before
+            ("carol", nat, False),  # a guest: no password, nothing guessed
+            ("victim9", "198.51.100.7", True),  # elsewhere
+        ]
+    ) == ["too_many_attempts", "too_many_attempts", "ok", "ok", "ok"]
+
+
+def test_the_per_name_limit_holds_for_familiar_and_guest_sign_ins_too(settings):
+    settings.SIGNALING_MAX_FAILED_SIGN_INS_PER_NAME = 3
+    guards.sign_in_succeeded("alice", "100.64.0.1")
+    for address in ("100.64.0.1", "198.51.100.1", "203.0.113.1"):
+        guards.sign_in_failed("alice", address)
+    assert outcomes([("alice", "100.64.0.1", True), ("alice", "192.0.2.1", False)]) == [
+        "too_many_attempts",
+        "too_many_attempts",
+    ]
+
+
+def test_the_defaults_leave_room_for_a_shared_address(settings):
+    """Values SECURITY.md argues for; a change there must change this."""
+    from django.conf import settings as live
+
+    assert live.SIGNALING_MAX_CONNECTIONS_PER_ADDRESS == 1000
+    assert live.SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS == 50
+    assert live.SIGNALING_MAX_FAILED_SIGN_INS_PER_NAME == 5
+    assert live.SIGNALING_FAILED_SIGN_IN_WINDOW_SECONDS == 60

@@ -1,6 +1,11 @@
 """The pure limit bookkeeping."""
 
-from signaling.limits import ConnectionCounter, FailureWindow, TokenBucket
+from signaling.limits import (
+    ConnectionCounter,
+    FailureWindow,
+    RecentSuccesses,
+    TokenBucket,
+)
 
 
 def test_a_token_bucket_allows_its_burst_then_its_rate():
@@ -32,3 +37,15 @@ def test_connections_are_capped_per_address_and_in_all():
     counter.closed("10.0.0.1")
     assert counter.refusal("10.0.0.1", per_address=2, total=10) is None
     assert counter.open == 1
+
+
+def test_recent_successes_are_kept_for_their_ttl_and_up_to_their_capacity():
+    recent = RecentSuccesses(capacity=2, ttl=10)
+    recent.record("a", now=0)
+    recent.record("b", now=1)
+    assert recent.contains("a", now=9.9) and not recent.contains("a", now=10)
+    recent.record("a", now=2)  # seen again: now the newest
+    recent.record("c", now=3)  # over capacity: "b", the oldest, goes
+    assert not recent.contains("b", now=3)
+    assert recent.contains("a", now=3) and recent.contains("c", now=3)
+    assert len(recent) == 2

@@ -68,6 +68,7 @@ async def test_the_right_token_gets_every_signaling_metric(async_client, setting
         "signaling_relay_seconds_bucket",
         "signaling_relay_seconds_count",
         "signaling_channel_layer_failures_total",
+        "signaling_ready",
     } <= names
     openmetrics = await async_client.get(
         "/metrics",
@@ -184,6 +185,24 @@ async def test_channel_layer_failures_are_counted_by_operation(
     assert await bob.receive_nothing()
     await alice.close()
     await bob.close()
+
+
+async def test_readiness_is_a_gauge_per_check_set_at_scrape(async_client, settings):
+    from tests.servers import free_port
+
+    settings.SIGNALING_METRICS_TOKEN = TOKEN
+    ready = await scrape(async_client)
+    assert ready[("signaling_ready", (("check", "database"),))] == 1
+    assert ready[("signaling_ready", (("check", "channel_layer"),))] == 1
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [f"redis://127.0.0.1:{free_port()}/0"]},
+        }
+    }
+    down = await scrape(async_client)
+    assert down[("signaling_ready", (("check", "database"),))] == 1
+    assert down[("signaling_ready", (("check", "channel_layer"),))] == 0
 
 
 def test_a_bad_allowed_address_stops_the_server_at_start(settings):

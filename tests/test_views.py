@@ -1,4 +1,8 @@
-"""HTTP endpoints: the original's health answer, /healthz and 404s."""
+"""HTTP endpoints: the original's health answer, liveness, readiness, 404s."""
+
+import json
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -37,8 +41,51 @@ async def test_healthz_answers_503_when_the_channel_layer_is_down(
     body = response.json()
     assert body["channel_layer"]["ok"] is False
     assert body["database"]["ok"] is True
+    assert (await async_client.get("/readyz")).status_code == 503
+    # Nothing shared is asked: a Redis outage restarts nobody.
+    live = await async_client.get("/livez")
+    assert live.status_code == 200
+    assert live.json() == {"status": "ok"}
+
+
+async def test_livez_answers_ok_with_a_tiny_body(async_client):
+    response = await async_client.get("/livez")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_is_healthz_under_the_kubernetes_name(async_client):
+    response = await async_client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.json().keys() == (await async_client.get("/healthz")).json().keys()
 
 
 async def test_unknown_paths_get_a_404(async_client):
     response = await async_client.get("/no/such/page")
     assert response.status_code == 404
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_with_the_database_down_readiness_is_503_and_liveness_200(start_server):
+    """A real Daphne whose PostgreSQL has nothing listening."""
+    from tests.servers import free_port
+
+    server = start_server(
+        database_url=f"postgres://signaling:x@127.0.0.1:{free_port()}/signaling"
+    )
+    status, body = get(server.http_url + "/healthz")
+    assert status == 503
+    assert body["status"] == "unavailable"
+    assert body["database"]["ok"] is False
+    assert body["channel_layer"]["ok"] is True
+    assert get(server.http_url + "/readyz")[0] == 503
+    assert get(server.http_url + "/livez") == (200, {"status": "ok"})
