@@ -87,11 +87,43 @@ def turn_server(tmp_path):
     server.stop()
 
 
+# Written into an external REDIS_URL's database while this suite uses it:
+# the proof that the database is the suite's to flush.
+OWNED_MARKER = "signaling-tests:owned"
+
+
+def flush_external_redis(url: str) -> None:
+    """Empty the database REDIS_URL names, which must be dedicated to tests.
+
+    Tests assert exact key counts, so keys left by an earlier test or run
+    would fail or, worse, pass them by accident. The database is flushed
+    only if it is empty or holds this suite's marker; a database holding
+    anything else is refused, never flushed.
+    """
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        if client.dbsize() and not client.exists(OWNED_MARKER):
+            pytest.fail(
+                f"REDIS_URL {url} holds keys this test suite did not write; "
+                "point it at an empty database index dedicated to the tests "
+                "(e.g. redis://host:6379/15): the suite flushes it before "
+                "each test that uses it"
+            )
+        client.flushdb()
+        client.set(OWNED_MARKER, 1)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def redis_url(request, tmp_path):
-    """The Redis at REDIS_URL when set, else a throwaway one."""
+    """The Redis at REDIS_URL when set (flushed first: see
+    flush_external_redis), else a throwaway one."""
     url = os.environ.get("REDIS_URL")
     if url:
+        flush_external_redis(url)
         yield url
         return
     server = RedisServer(tmp_path)
