@@ -2,6 +2,7 @@ import os
 
 import pytest
 from asgiref.sync import async_to_sync
+from hypothesis import settings as hypothesis_settings
 from channels.layers import get_channel_layer
 
 from signaling import guards, live_sessions
@@ -10,6 +11,11 @@ from signaling.presence import registry
 from tests.redis_server import RedisServer
 from tests.servers import DaphneServer, base_environment, migrate, sqlite_copy
 from tests.turn_server import TurnServer
+
+# Property tests have no per-example deadline: on a loaded 2-core machine
+# the default 200 ms fails examples for being slow, not wrong.
+hypothesis_settings.register_profile("signaling", deadline=None)
+hypothesis_settings.load_profile("signaling")
 
 
 @pytest.fixture(autouse=True)
