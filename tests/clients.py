@@ -31,12 +31,19 @@ class Client:
         return json.loads(await self.receive_text(timeout))
 
     async def receive_nothing(self, timeout: float = 0.3) -> bool:
+        """True when no frame arrives within ``timeout`` and the connection
+        is still open. A close is a failure: a dropped connection receives
+        nothing too, and must not pass for a client left alone (a test that
+        expects a close waits for it with ``wait_closed``)."""
         try:
             frame = await asyncio.wait_for(self.connection.recv(), timeout)
         except asyncio.TimeoutError:
             return True
-        except websockets.ConnectionClosed:
-            return True
+        except websockets.ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else None
+            raise AssertionError(
+                f"connection closed (code {code}) while expecting nothing"
+            ) from None
         raise AssertionError(f"unexpected frame {frame!r}")
 
     async def sign_in(

@@ -34,7 +34,10 @@ class Peer:
     async def receive(self, timeout: float = 1) -> dict:
         return await self.communicator.receive_json_from(timeout)
 
-    async def receive_nothing(self, timeout: float = 0.1) -> bool:
+    async def receive_nothing(self, timeout: float = 0.3) -> bool:
+        """True when nothing (no frame, no close) is sent within ``timeout``:
+        long enough for a relay to cross the in-memory layer even on a
+        loaded machine (it takes well under a millisecond)."""
         return await self.communicator.receive_nothing(timeout)
 
     async def receive_close(self, timeout: float = 1) -> int:

@@ -2,6 +2,7 @@ import os
 
 import pytest
 from asgiref.sync import async_to_sync
+from hypothesis import settings as hypothesis_settings
 from channels.layers import get_channel_layer
 
 from signaling import guards, live_sessions
@@ -10,6 +11,11 @@ from signaling.presence import registry
 from tests.redis_server import RedisServer
 from tests.servers import DaphneServer, base_environment, migrate, sqlite_copy
 from tests.turn_server import TurnServer
+
+# Property tests have no per-example deadline: on a loaded 2-core machine
+# the default 200 ms fails examples for being slow, not wrong.
+hypothesis_settings.register_profile("signaling", deadline=None)
+hypothesis_settings.load_profile("signaling")
 
 
 @pytest.fixture(autouse=True)
@@ -87,11 +93,43 @@ def turn_server(tmp_path):
     server.stop()
 
 
+# Written into an external REDIS_URL's database while this suite uses it:
+# the proof that the database is the suite's to flush.
+OWNED_MARKER = "signaling-tests:owned"
+
+
+def flush_external_redis(url: str) -> None:
+    """Empty the database REDIS_URL names, which must be dedicated to tests.
+
+    Tests assert exact key counts, so keys left by an earlier test or run
+    would fail or, worse, pass them by accident. The database is flushed
+    only if it is empty or holds this suite's marker; a database holding
+    anything else is refused, never flushed.
+    """
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        if client.dbsize() and not client.exists(OWNED_MARKER):
+            pytest.fail(
+                f"REDIS_URL {url} holds keys this test suite did not write; "
+                "point it at an empty database index dedicated to the tests "
+                "(e.g. redis://host:6379/15): the suite flushes it before "
+                "each test that uses it"
+            )
+        client.flushdb()
+        client.set(OWNED_MARKER, 1)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def redis_url(request, tmp_path):
-    """The Redis at REDIS_URL when set, else a throwaway one."""
+    """The Redis at REDIS_URL when set (flushed first: see
+    flush_external_redis), else a throwaway one."""
     url = os.environ.get("REDIS_URL")
     if url:
+        flush_external_redis(url)
         yield url
         return
     server = RedisServer(tmp_path)

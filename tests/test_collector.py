@@ -13,6 +13,16 @@ class Node:
     pass
 
 
+def wait_for(condition, timeout: float = 5) -> bool:
+    """Poll until ``condition()`` holds; False if it never did in time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_survivors_are_frozen_and_cycles_among_them_reclaimed_later():
     stop = threading.Event()
     thread = threading.Thread(target=collector.run, args=(0.05, 0.5, stop), daemon=True)
@@ -21,9 +31,10 @@ def test_survivors_are_frozen_and_cycles_among_them_reclaimed_later():
         first.other, second.other = second, first
         gone = threading.Event()
         probe = weakref.ref(first, lambda _ref: gone.set())
+        before = gc.get_freeze_count()
         thread.start()
-        time.sleep(0.2)
-        assert gc.get_freeze_count() > 0
+        # A freeze takes in every tracked object, the two nodes among them.
+        assert wait_for(lambda: gc.get_freeze_count() > before)
         # Unreachable now, but frozen: ordinary collections skip it ...
         del first, second
         gc.collect()
@@ -53,8 +64,7 @@ def test_a_half_full_young_generation_is_frozen_before_the_second_is_up():
         time.sleep(0.2)
         quiet = gc.get_freeze_count()
         survivors = [[] for _ in range(8_000)]
-        time.sleep(0.3)
-        assert gc.get_freeze_count() >= quiet + len(survivors)
+        assert wait_for(lambda: gc.get_freeze_count() >= quiet + len(survivors))
     finally:
         stop.set()
         thread.join(2)

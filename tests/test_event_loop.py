@@ -47,7 +47,7 @@ def test_the_thread_pool_daphne_may_give_its_loop_moves_with_it():
 async def test_daphne_serves_on_the_chosen_loop(start_server, choice):
     server = start_server(SIGNALING_EVENT_LOOP=choice)
     client = await Client.connect(server.ws_url)
-    await client.sign_in(f"loop-{choice}")
+    assert (await client.sign_in(f"loop-{choice}"))["type"] == "SignedIn"
     await client.close()
     on_uvloop = "event loop: uvloop" in server.log()
     assert on_uvloop is (choice == "uvloop")

@@ -106,16 +106,21 @@ async def test_connections_over_the_per_address_cap_are_refused_explicitly(setti
     await first.close()
     again = await Peer.connect(client=("10.0.0.1", 4))
     assert (await again.sign_in("dave"))["type"] == "SignedIn"
-    assert second
+    # The connection admitted before the refusal still works.
+    assert (await second.sign_in("erin"))["type"] == "SignedIn"
+    await elsewhere.send(type="Offer", target="erin", data="hi")
+    assert (await second.receive())["data"] == "hi"
 
 
 async def test_connections_over_the_server_cap_are_refused_explicitly(settings):
-    settings.SIGNALING_MAX_CONNECTIONS = 1
-    first = await signed_in("alice")
-    second = await Peer.connect(client=("10.0.0.2", 1))
-    assert (await second.receive())["code"] == "server_full"
-    assert await second.receive_close() == 4009
-    assert first
+    settings.SIGNALING_MAX_CONNECTIONS = 2
+    alice, bob = await signed_in("alice"), await signed_in("bob")
+    third = await Peer.connect(client=("10.0.0.2", 1))
+    assert (await third.receive())["code"] == "server_full"
+    assert await third.receive_close() == 4009
+    # Those already connected are unaffected.
+    await alice.send(type="Offer", target="bob", data="hi")
+    assert (await bob.receive())["data"] == "hi"
 
 
 def outcomes(attempts) -> list[str]:

@@ -103,7 +103,9 @@ async def test_fresh_credentials_are_pushed_before_the_old_ones_expire(turn_secr
     frame = await peer.receive(timeout=3)
     pushed_at = time.time()
     assert frame["type"] == "IceServers"
-    assert 1.3 <= pushed_at - signed_in_at <= 2.5
+    # Not before 80 %; late only by scheduling, which the check below bounds
+    # by what matters: the old credentials still worked.
+    assert pushed_at - signed_in_at >= 1.3
     # Pushed while the first credentials still worked, and the new ones last.
     assert pushed_at < first_expiry + 1
     assert frame["data"]["expiresAt"] >= int(pushed_at) + 2
@@ -112,6 +114,13 @@ async def test_fresh_credentials_are_pushed_before_the_old_ones_expire(turn_secr
     )
     # And again for as long as the session lives.
     assert (await peer.receive(timeout=3))["type"] == "IceServers"
+
+
+async def wait_for(condition, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
 
 
 async def test_nothing_is_pushed_after_the_session_ends():
@@ -129,10 +138,10 @@ async def test_nothing_is_pushed_after_the_session_ends():
     ):
         session = SessionIceServers(push)
         session.issue("alice")
-        await asyncio.sleep(1.0)
-        assert len(pushed) == 1
+        await wait_for(lambda: len(pushed) == 1)  # at 0.8 s
         session.stop()
-        await asyncio.sleep(1.0)
+        # The next push would have come 0.8 s later: wait twice that.
+        await asyncio.sleep(1.6)
     assert len(pushed) == 1
 
 
@@ -153,7 +162,9 @@ async def test_a_push_that_fails_stops_the_timer():
     ):
         session = SessionIceServers(push)
         session.issue("alice")
-        await asyncio.sleep(2.0)
+        await wait_for(lambda: calls == 1)  # at 0.8 s
+        # A live timer would push again 0.8 s later: wait twice that.
+        await asyncio.sleep(1.6)
     assert calls == 1
 
 

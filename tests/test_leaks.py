@@ -56,6 +56,11 @@ async def test_thousands_of_short_sessions_leave_memory_and_registry_as_they_wer
     await asyncio.sleep(5)
     growth = rss_kib(server.pid) - baseline
     print(f"leaks: {CYCLES} cycles, RSS {baseline} KB -> +{growth} KB")
-    assert growth < 0.10 * baseline, (baseline, growth)
+    # Measured +0.08-0.23 MB. Closed connections reaped once a second
+    # instead of every 0.1 s (server_tuning.APPLICATION_CHECK_SECONDS) grew
+    # it +7.5-8.8 MB when that was fixed, and still +1.0 MB with everything
+    # since: the plan's 10 % of baseline (~8.6 MB) caught neither reliably.
+    # 600 KB is 2.6x the worst measured growth and below that regression.
+    assert growth < 600, (baseline, growth)
     assert await asyncio.to_thread(live_sessions, server) == 0
     assert "Traceback" not in server.log()

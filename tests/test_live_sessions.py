@@ -30,6 +30,19 @@ async def eventually(get, expected, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def assert_reachable(peer, username: str) -> None:
+    """A relay addressed to ``username`` reaches ``peer``: its session is
+    still connected and registered."""
+    sender = await signed_in(f"{username}-caller")
+    await sender.send(type="Offer", target=username, data="still there?")
+    frame = await peer.receive()
+    assert (frame["type"], frame["username"], frame["data"]) == (
+        "Offer",
+        f"{username}-caller",
+        "still there?",
+    )
+
+
 def make_process(name: str, *, age_seconds: float) -> ServerProcess:
     beat = timezone.now() - datetime.timedelta(seconds=age_seconds)
     return ServerProcess.objects.create(
@@ -71,7 +84,7 @@ async def test_the_heartbeat_sweeps_dead_processes_and_keeps_its_own(settings):
     )
     alice = await signed_in("alice")
     await eventually(lambda: rows("username", "process_id"), [("alice", PROCESS_NAME)])
-    assert alice  # still connected
+    await assert_reachable(alice, "alice")
 
 
 async def test_a_process_swept_while_alive_writes_its_sessions_again(settings):
@@ -82,7 +95,7 @@ async def test_a_process_swept_while_alive_writes_its_sessions_again(settings):
     await sync_to_async(ServerProcess.objects.all().delete)()
     assert await rows("username") == []
     await eventually(lambda: rows("username"), [("alice",)])
-    assert alice
+    await assert_reachable(alice, "alice")
 
 
 async def test_a_batch_writes_every_field_and_a_later_session_of_a_name_overwrites_it():

@@ -1,10 +1,13 @@
-"""Origin checking at the WebSocket handshake."""
+"""Origin checking at the WebSocket handshake, in process and against a real
+Daphne."""
 
 import pytest
+import websockets
 from channels.testing import WebsocketCommunicator
 
 from signaling.origins import normalize_origin, origin_allowed
 from signaling_site.asgi import application
+from tests.clients import Client
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -93,3 +96,69 @@ async def test_unknown_websocket_paths_are_refused():
     communicator = WebsocketCommunicator(application, "/elsewhere/")
     connected, _ = await communicator.connect()
     assert not connected
+
+
+# The same policy end to end: a real Daphne answers the handshake itself.
+
+
+async def handshake_status(server, origin: str | None) -> int:
+    """101 when the WebSocket opens, else the HTTP status Daphne answered."""
+    try:
+        client = await Client.connect(server.ws_url, origin=origin)
+    except websockets.InvalidStatus as refused:
+        return refused.response.status_code
+    await client.close()
+    return 101
+
+
+async def test_a_real_server_refuses_foreign_origins_and_accepts_its_own_pages(
+    start_server,
+):
+    server = start_server()
+    own = f"http://127.0.0.1:{server.port}"
+    statuses = {
+        origin: await handshake_status(server, origin)
+        for origin in [
+            None,
+            own,
+            "https://evil.example",
+            "null",
+            f"http://127.0.0.1.evil.example:{server.port}",
+        ]
+    }
+    assert statuses == {
+        None: 101,
+        own: 101,
+        "https://evil.example": 403,
+        "null": 403,
+        f"http://127.0.0.1.evil.example:{server.port}": 403,
+    }
+    assert "code=origin_not_allowed" in server.log()
+
+
+async def test_a_real_server_can_refuse_clients_without_origin(start_server):
+    server = start_server(SIGNALING_ALLOW_MISSING_ORIGIN="0")
+    assert await handshake_status(server, None) == 403
+    assert await handshake_status(server, f"http://127.0.0.1:{server.port}") == 101
+
+
+async def test_a_real_server_accepts_exactly_the_configured_origins(start_server):
+    server = start_server(
+        SIGNALING_ALLOWED_ORIGINS="https://app.example.com,https://other.example:8443"
+    )
+    assert await handshake_status(server, "https://app.example.com") == 101
+    assert await handshake_status(server, "https://APP.example.com:443") == 101
+    assert await handshake_status(server, "https://other.example:8443") == 101
+    assert await handshake_status(server, "http://app.example.com") == 403
+    assert await handshake_status(server, "https://other.example") == 403
+    assert await handshake_status(server, "https://evil.example") == 403
+    assert "cross-site WebSocket hijacking" not in server.log()
+
+
+async def test_a_wildcard_origin_accepts_any_page_and_warns_at_start(start_server):
+    server = start_server(SIGNALING_ALLOWED_ORIGINS="*")
+    # Logged once the application is loaded, before any connection.
+    assert "SIGNALING_ALLOWED_ORIGINS contains '*'" in server.log()
+    assert await handshake_status(server, "https://evil.example") == 101
+    # A missing Origin still follows its own switch.
+    assert await handshake_status(server, None) == 101
