@@ -128,7 +128,11 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
                 ErrorCode.ALREADY_SIGNED_IN,
                 f"Already signed in as {self.username}; open a new connection",
             )
-        guards.check_sign_in_attempts(message.username, self.client_address)
+        guards.check_sign_in_attempts(
+            message.username,
+            self.client_address,
+            with_password=message.password is not None,
+        )
         try:
             credential = await credential_for(
                 username=message.username, password=message.password
@@ -158,6 +162,7 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         self.username = message.username
         self.session = session
         self.cancel_sign_in_deadline()
+        guards.sign_in_succeeded(message.username, self.client_address)
         if outcome.replaced_channel is not None:
             # The old session may be on another instance: tell it through
             # the layer, and take its place in the name's group.

@@ -177,3 +177,33 @@ def test_the_defaults_leave_room_for_a_shared_address(settings):
     assert live.SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS == 50
     assert live.SIGNALING_MAX_FAILED_SIGN_INS_PER_NAME == 5
     assert live.SIGNALING_FAILED_SIGN_IN_WINDOW_SECONDS == 60
+
+
+async def test_a_guesser_behind_a_shared_address_locks_out_only_new_password_sign_ins(
+    settings,
+):
+    settings.SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS = 3
+    nat = "100.64.0.7"  # RFC 6598 shared address space, as a carrier's NAT
+    await sync_to_async(User.objects.create_user)("dave", password="dave-secret")
+    for n in range(3):
+        holder = await Peer.connect(client=("198.51.100.1", n))
+        assert (await holder.sign_in(f"held{n}", "right"))["type"] == "SignedIn"
+    neighbour = await Peer.connect(client=(nat, 1))
+    assert (await neighbour.sign_in("alice", "alice-pw"))["type"] == "SignedIn"
+    await neighbour.close()
+    guesser = await Peer.connect(client=(nat, 2))
+    for n in range(3):
+        assert (await guesser.sign_in(f"held{n}", "wrong"))["code"] == "username_taken"
+
+    # Over the address's limit: a new password sign-in from the NAT waits...
+    stranger = await Peer.connect(client=(nat, 3))
+    reply = await stranger.sign_in("dave", "dave-secret")
+    assert reply["code"] == "too_many_attempts"
+    # ...while a user who signed in from there before, and a guest without
+    # a password, still get in.
+    neighbour = await Peer.connect(client=(nat, 4))
+    assert (await neighbour.sign_in("alice", "alice-pw"))["type"] == "SignedIn"
+    guest = await Peer.connect(client=(nat, 5))
+    assert (await guest.sign_in("carol"))["type"] == "SignedIn"
+    await guest.send(type="Offer", target="alice", data="hi")
+    assert (await neighbour.receive())["data"] == "hi"
