@@ -418,6 +418,9 @@ class RedisRegistry:
         self._server_id = server_id
         if changed:
             self._server_changed_at = loop.time()
+            # A failover that kept the marker key still lost the latest
+            # claims: guests wait for re-claims as after a restart.
+            await redis.client.set(RECOVERING_KEY, 1, px=self.recovery_ms, nx=True)
         if changed or lost:
             self._queue_registered = False
             self._lost_everything(loop.time())
