@@ -136,11 +136,11 @@ class LocalRegistry:
 
 def make_registry():
     """The registry for this configuration: Redis when instances share one."""
-    if settings.REDIS_URL:
+    if settings.REDIS.enabled:
         from .redis_presence import RedisRegistry
 
         return RedisRegistry(
-            settings.REDIS_URL,
+            settings.REDIS,
             ttl_seconds=settings.SIGNALING_PRESENCE_TTL_SECONDS,
             recovery_seconds=settings.SIGNALING_PRESENCE_RECOVERY_SECONDS,
         )

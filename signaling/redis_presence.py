@@ -53,7 +53,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .presence import Claimed, Credential, LocalSession, ReclaimOutcome, Taken
 from .process import PROCESS_NAME
-from .redis_connection import retry_policy
+from .redis_connection import RedisConfig
 
 logger = logging.getLogger(__name__)
 
@@ -197,9 +197,9 @@ class RedisRegistry:
     """Claims in Redis, plus the sessions this process serves."""
 
     def __init__(
-        self, url: str, *, ttl_seconds: float, recovery_seconds: float = 10
+        self, config: RedisConfig, *, ttl_seconds: float, recovery_seconds: float = 10
     ) -> None:
-        self.url = url
+        self.config = config
         self.ttl_ms = int(ttl_seconds * 1000)
         self.recovery_ms = int(recovery_seconds * 1000)
         self.process_key = PROCESS_PREFIX + PROCESS_NAME
@@ -226,16 +226,10 @@ class RedisRegistry:
         loop = asyncio.get_running_loop()
         connection = self._connections.get(loop)
         if connection is None:
-            # A blocking pool: a burst of sign-ins waits for a connection
-            # instead of failing with "Too many connections" (redis-py's
-            # default pool refuses the 101st concurrent command).
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
+            pool = self.config.blocking_pool(
                 max_connections=POOL_SIZE,
-                timeout=SOCKET_TIMEOUT_SECONDS,
                 socket_timeout=SOCKET_TIMEOUT_SECONDS,
                 socket_connect_timeout=2,
-                **retry_policy(),
             )
             client = aioredis.Redis(connection_pool=pool)
             # Scripts reload themselves after a Redis restart (NOSCRIPT).

@@ -6,6 +6,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from signaling.redis_connection import RedisConfig
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -138,8 +140,13 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 if os.environ.get("RENDER_EXTERNAL_HOSTNAME"):
     CSRF_TRUSTED_ORIGINS.append(f"https://{os.environ['RENDER_EXTERNAL_HOSTNAME']}")
 
-# Channel layer: in-memory for one process; Redis when several share users.
-REDIS_URL = os.environ.get("REDIS_URL", "")
+# Channel layer: in-memory for one process; Redis when several share users,
+# given as one URL or as Sentinels (signaling/redis_connection.py).
+try:
+    REDIS = RedisConfig.from_environment(os.environ)
+except ValueError as error:
+    raise ImproperlyConfigured(f"Redis settings: {error}") from None
+REDIS_URL = REDIS.url
 SIGNALING_CHANNEL_CAPACITY = int(env_number("SIGNALING_CHANNEL_CAPACITY", 1000))
 # Whole seconds: Redis's EXPIRE takes integers.
 SIGNALING_MESSAGE_EXPIRY_SECONDS = int(env_number("SIGNALING_MESSAGE_EXPIRY_SECONDS", 60))
@@ -148,9 +155,7 @@ SIGNALING_GROUP_EXPIRY_SECONDS = int(env_number("SIGNALING_GROUP_EXPIRY_SECONDS"
 SIGNALING_GROUP_REFRESH_SECONDS = env_number(
     "SIGNALING_GROUP_REFRESH_SECONDS", SIGNALING_GROUP_EXPIRY_SECONDS / 4
 )
-if REDIS_URL:
-    from signaling.redis_connection import retry_policy
-
+if REDIS.enabled:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -159,17 +164,13 @@ if REDIS_URL:
                 # the layer's blocking-pop timeout: every idle read would
                 # fail. Reads wait longer than any pop; connects fail fast.
                 "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_timeout": 15,
-                        "socket_connect_timeout": 2,
+                    REDIS.channel_layer_host(
+                        socket_timeout=15,
+                        socket_connect_timeout=2,
                         # redis-py refuses the 101st concurrent command by
                         # default; a sign-in burst needs more.
-                        "max_connections": 1000,
-                        # A pooled connection to a restarted Redis is
-                        # replaced instead of failing the command.
-                        **retry_policy(),
-                    }
+                        max_connections=1000,
+                    )
                 ],
                 # channels-redis queues all of a process's connections in one
                 # Redis key, and capacity applies to that key: it bounds a

@@ -26,9 +26,10 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra_args: str) -> None:
         self.port = free_port()
         self.directory = directory
+        self.extra_args = extra_args
         self.process: subprocess.Popen | None = None
         self.start()
 
@@ -52,6 +53,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.directory),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -77,3 +79,94 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+class SentinelSetUp:
+    """A master, a replica of it and three Sentinels watching them, on
+    loopback: the smallest set-up whose failover is real (a quorum of two)."""
+
+    MASTER_NAME = "signaling-master"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        for name in ("master", "replica"):
+            (directory / name).mkdir(exist_ok=True)
+        self.master = RedisServer(directory / "master")
+        self.replica = RedisServer(
+            directory / "replica", "--replicaof", "127.0.0.1", str(self.master.port)
+        )
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen] = []
+        for port in self.sentinel_ports:
+            config = directory / f"sentinel-{port}.conf"
+            # Sentinel rewrites its file; each needs its own, writable.
+            config.write_text(
+                f"port {port}\n"
+                "bind 127.0.0.1\n"
+                f"dir {directory}\n"
+                f"sentinel monitor {self.MASTER_NAME} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER_NAME} 1000\n"
+                f"sentinel failover-timeout {self.MASTER_NAME} 5000\n"
+                f"sentinel parallel-syncs {self.MASTER_NAME} 1\n"
+            )
+            self.sentinels.append(
+                subprocess.Popen(
+                    [redis_server_binary(), str(config), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        self.wait(lambda: self.master_port() == self.master.port and self._synced())
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What an instance needs to use these Sentinels."""
+        return {
+            "REDIS_SENTINELS": ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports),
+            "REDIS_SENTINEL_MASTER": self.MASTER_NAME,
+        }
+
+    def master_port(self) -> int | None:
+        for port in self.sentinel_ports:
+            try:
+                answer = redis.Redis(port=port).sentinel_get_master_addr_by_name(
+                    self.MASTER_NAME
+                )
+            except redis.RedisError:
+                continue
+            if answer:
+                return int(answer[1])
+        return None
+
+    def _synced(self) -> bool:
+        info = redis.Redis(port=self.replica.port).info("replication")
+        known = [
+            redis.Redis(port=port).sentinel_master(self.MASTER_NAME)
+            for port in self.sentinel_ports
+        ]
+        return info.get("master_link_status") == "up" and all(
+            master.get("num-other-sentinels", 0) >= 2
+            and master.get("num-slaves", 0) >= 1
+            for master in known
+        )
+
+    @staticmethod
+    def wait(condition, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if condition():
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("Sentinel set-up did not settle")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
+        self.replica.stop()
+        self.master.stop()

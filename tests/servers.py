@@ -27,7 +27,7 @@ def base_environment(**overrides: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "SIGNALING_", "REDIS_URL", "DATABASE_URL"))
+        if not key.startswith(("DJANGO_", "SIGNALING_", "REDIS_", "DATABASE_URL"))
     }
     env.update(
         DJANGO_SETTINGS_MODULE="signaling_site.settings",
