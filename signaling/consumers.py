@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 # How long a stopping server lets its last frames reach clients.
 SHUTDOWN_FLUSH_SECONDS = 0.5
+# Relays remembered per connection to drop a second delivery of one: Redis
+# delivers at least once when it fails over (channels-redis puts back what
+# a receiver popped but had not acknowledged), and a duplicate arrives
+# within moments of the original.
+RECENT_RELAYS_KEPT = 256
 
 
 class SignalingConsumer(ResilientJsonWebsocketConsumer):
@@ -50,6 +55,10 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         self.told_codes: frozenset[ErrorCode] = frozenset()
         self.counted = False
         self.sign_in_deadline = None
+        # Relays sent (numbered per connection) and, from the first relay
+        # received, the recent ones by sender channel and number.
+        self.relays_sent = 0
+        self.recent_relays: dict[tuple[str, int], None] | None = None
         refusal = guards.connection_refusal(self.client_address)
         # Accept even to refuse: a close before accept reaches the client as
         # a bare HTTP 403, while an Error frame says why.
@@ -204,7 +213,9 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             "sender": self.username,
             "sender_channel": self.channel_name,
             "target": message.target,
+            "seq": self.relays_sent,
         }
+        self.relays_sent += 1
         try:
             # Sent to the target's own channel, not its group: both layers'
             # group_send drop messages for a full channel silently, while
@@ -296,6 +307,16 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         """Called when another session relays a frame to this one."""
         if self.ended:
             return
+        key = (event["sender_channel"], event.get("seq", -1))
+        recent = self.recent_relays
+        if recent is None:
+            recent = self.recent_relays = {}
+        elif key in recent:
+            metrics.duplicate_dropped()
+            return
+        recent[key] = None
+        if len(recent) > RECENT_RELAYS_KEPT:
+            del recent[next(iter(recent))]
         self.peers[event["sender"]] = event["sender_channel"]
         await self.send(text_data=event["frame"])
 
@@ -417,7 +438,6 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         # A plain disconnect gets its own line just after this one.
         level = logging.DEBUG if reason == "disconnected" else logging.INFO
         logger.log(level, "sign-out username=%s reason=%s", username, reason)
-
 
     async def server_stopping(self) -> None:
         """Called by the stop hook: tell the client to reconnect elsewhere.

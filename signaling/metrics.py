@@ -87,6 +87,11 @@ RECLAIM_FAILURES = Counter(
     "signaling_presence_reclaim_failures",
     "Re-claim attempts that failed (retried at the next beat).",
 )
+DUPLICATES_DROPPED = Counter(
+    "signaling_duplicate_relays_dropped",
+    "Relays delivered a second time by the channel layer (Redis after a "
+    "failover) and dropped before reaching the client.",
+)
 CLAIMS_WAITED = Counter(
     "signaling_presence_claims_waited",
     "Sign-ins that waited for the name's holder to be re-claimed after Redis "
@@ -150,7 +155,10 @@ REGISTRY.register(RELAYS)
 
 # Children bound once: labels() takes a lock and a dict look-up per call.
 _ERRORS = {code: ERRORS.labels(code=code.value) for code in ErrorCode}
-_SIGNED_IN = {False: SIGN_INS.labels(outcome="ok"), True: SIGN_INS.labels(outcome="replaced")}
+_SIGNED_IN = {
+    False: SIGN_INS.labels(outcome="ok"),
+    True: SIGN_INS.labels(outcome="replaced"),
+}
 for _operation in ("receive", "send", "full", "request", "release"):
     LAYER_FAILURES.labels(operation=_operation)
 
@@ -179,6 +187,10 @@ def presence_reclaimed(outcome: ReclaimOutcome) -> None:
 
 def presence_claim_waited() -> None:
     CLAIMS_WAITED.inc()
+
+
+def duplicate_dropped() -> None:
+    DUPLICATES_DROPPED.inc()
 
 
 def readiness_observed(results: dict) -> None:
