@@ -297,3 +297,20 @@ async def test_a_peer_whose_name_is_released_is_not_sent_the_leave():
     await registry.release(username="bob", channel_name=await registry.lookup("bob"))
     await alice.close()
     assert await bob.receive_nothing()
+
+
+async def test_a_draining_instance_sends_newcomers_and_sign_ins_elsewhere(monkeypatch):
+    from signaling import shutdown
+
+    waiting = await Peer.connect()
+    monkeypatch.setattr(shutdown, "_draining", True)
+    newcomer = await Peer.connect()
+    frame = await newcomer.receive()
+    assert frame["type"] == "Reconnect"
+    assert frame["data"] == {"reason": "server_stopping"}
+    assert await newcomer.receive_close() == 4003
+    # Connected before the drain, signing in during it: no name is claimed.
+    await waiting.send(type="SignIn", username="late-carol")
+    assert (await waiting.receive())["type"] == "Reconnect"
+    assert await waiting.receive_close() == 4003
+    assert await registry.lookup("late-carol") is None
