@@ -63,6 +63,10 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         # Accept even to refuse: a close before accept reaches the client as
         # a bare HTTP 403, while an Error frame says why.
         await self.accept()
+        if shutdown.draining():
+            # This instance is stopping: the client belongs on another.
+            await self.server_stopping()
+            return
         if refusal is not None:
             await self.send_error(refusal.code, refusal.message)
             await self.close_with(protocol.CloseCode.TOO_MANY_CONNECTIONS)
@@ -128,6 +132,10 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             )
 
     async def sign_in(self, message: SignIn) -> None:
+        if shutdown.draining():
+            # A name claimed here would move again in moments.
+            await self.server_stopping()
+            return
         if self.username is not None:
             if message.username == self.username:
                 # Idempotent: a client unsure of its state may repeat itself.
@@ -439,16 +447,36 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         level = logging.DEBUG if reason == "disconnected" else logging.INFO
         logger.log(level, "sign-out username=%s reason=%s", username, reason)
 
-    async def server_stopping(self) -> None:
-        """Called by the stop hook: tell the client to reconnect elsewhere.
+    async def server_stopping(self, *, release: bool = True) -> None:
+        """Called when this instance stops: tell the client to reconnect
+        elsewhere.
 
-        The hook releases this process's claims and rows in bulk, so nothing
-        is released here one by one.
+        The name is released first, so the client can sign in again at once
+        on another instance. The stop hook releases its leftovers in bulk
+        instead (``release=False``).
         """
-        self.ended = True
+        shutdown.forget(self)
+        if self.closing:
+            return
         self.ice.stop()
+        username = self.username
+        if release and username is not None and not self.ended:
+            try:
+                await registry.release(
+                    username=username, channel_name=self.channel_name
+                )
+                await self.channel_layer.group_discard(
+                    protocol.group_name(username), self.channel_name
+                )
+            except LAYER_ERRORS:
+                metrics.layer_failed("release")
+                logger.warning("could not release username=%s while stopping", username)
+            live_session_end(channel_name=self.channel_name)
+        # No PeerLeft: the client comes back under the same name, and its
+        # peer connections do not depend on this socket.
+        self.ended = True
         try:
-            await self.send(text_data=protocol.reconnect_frame(self.username))
+            await self.send(text_data=protocol.reconnect_frame(username))
             await self.close_with(protocol.CloseCode.SERVER_STOPPING)
             # Twisted drops connections without flushing their write buffers
             # once shutdown proceeds; give the frames time to leave.

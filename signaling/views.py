@@ -11,6 +11,7 @@ from django.views.decorators.http import require_safe
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
+from . import shutdown
 from .connection_info import client_address
 from .metrics import access_status as metrics_access_status
 from .metrics import readiness_observed as metrics_readiness_observed
@@ -79,7 +80,11 @@ async def livez(request):
 @require_safe
 async def healthz(request):
     """Readiness: database and channel-layer state, and live sessions on
-    this process; 503 when either check fails."""
+    this process; 503 when either check fails, or while this process drains
+    before stopping (a load balancer must send nobody new here)."""
+    if shutdown.draining():
+        body = {"status": "draining", "live_sessions": len(registry)}
+        return JsonResponse(body, status=503)
     results = await readiness()
     ready = all(check["ok"] for check in results.values())
     body = {

@@ -229,6 +229,11 @@ SIGNALING_FRAMES_PER_SECOND = env_number("SIGNALING_FRAMES_PER_SECOND", 50)
 SIGNALING_FRAME_BURST = env_number("SIGNALING_FRAME_BURST", 200)
 SIGNALING_RATE_LIMIT_CLOSE_AFTER = env_number("SIGNALING_RATE_LIMIT_CLOSE_AFTER", 50)
 SIGNALING_SIGN_IN_TIMEOUT_SECONDS = env_number("SIGNALING_SIGN_IN_TIMEOUT_SECONDS", 10)
+# On SIGTERM, clients are told to reconnect elsewhere in batches spread over
+# at most this long (at least 100 a second: signaling/shutdown.py), well
+# inside the platform's grace before SIGKILL (render.yaml's
+# maxShutdownDelaySeconds).
+SIGNALING_DRAIN_SECONDS = env_number("SIGNALING_DRAIN_SECONDS", 30)
 
 # The event loop Daphne's reactor runs on (signaling/event_loop.py).
 SIGNALING_EVENT_LOOP = os.environ.get("SIGNALING_EVENT_LOOP", "uvloop").strip().lower()

@@ -323,3 +323,20 @@ async def test_a_relay_the_layer_delivers_twice_reaches_the_client_once():
     await alice.send(type="Answer", target="bob", data="second")
     assert (await bob.receive())["data"] == "second"
     assert first["data"] == "first"
+
+
+async def test_a_draining_instance_sends_newcomers_and_sign_ins_elsewhere(monkeypatch):
+    from signaling import shutdown
+
+    waiting = await Peer.connect()
+    monkeypatch.setattr(shutdown, "_draining", True)
+    newcomer = await Peer.connect()
+    frame = await newcomer.receive()
+    assert frame["type"] == "Reconnect"
+    assert frame["data"] == {"reason": "server_stopping"}
+    assert await newcomer.receive_close() == 4003
+    # Connected before the drain, signing in during it: no name is claimed.
+    await waiting.send(type="SignIn", username="late-carol")
+    assert (await waiting.receive())["type"] == "Reconnect"
+    assert await waiting.receive_close() == 4003
+    assert await registry.lookup("late-carol") is None

@@ -55,6 +55,17 @@ async def test_livez_answers_ok_with_a_tiny_body(async_client):
     assert response.json() == {"status": "ok"}
 
 
+async def test_a_draining_instance_is_not_ready_but_alive(async_client, monkeypatch):
+    from signaling import shutdown
+
+    monkeypatch.setattr(shutdown, "_draining", True)
+    for path in ("/healthz", "/readyz"):
+        response = await async_client.get(path)
+        assert response.status_code == 503
+        assert response.json()["status"] == "draining"
+    assert (await async_client.get("/livez")).status_code == 200
+
+
 async def test_readyz_is_healthz_under_the_kubernetes_name(async_client):
     response = await async_client.get("/readyz")
     assert response.status_code == 200
