@@ -58,9 +58,7 @@ class Chunk:
             raise FramingError(f"index {self.index} of {self.total}")
 
     def serialize(self) -> bytes:
-        header = (
-            f"HDR|{self.type}|{self.message_id}|{self.index}|{self.total}|{self.flags}\n"
-        )
+        header = f"HDR|{self.type}|{self.message_id}|{self.index}|{self.total}|{self.flags}\n"
         return header.encode() + self.payload
 
     @classmethod
@@ -169,7 +167,9 @@ class Reassembler:
             return None
         parts = self._parts.setdefault(chunk.message_id, {})
         self._first_at.setdefault(chunk.message_id, time.perf_counter())
-        self._binary[chunk.message_id] = self._binary.get(chunk.message_id, True) and binary
+        self._binary[chunk.message_id] = (
+            self._binary.get(chunk.message_id, True) and binary
+        )
         if chunk.index in parts:
             return None
         parts[chunk.index] = chunk.payload
