@@ -1116,8 +1116,9 @@
       // The connection counts every message it received; a browser drops
       // a string message whose bytes are not UTF-8 before the page sees
       // it (Chromium does), and the app sends file bytes as strings. A
-      // count above the delivered one that outlasts one interval (events
-      // still queued catch up within it) is a loss.
+      // count above the delivered one that outlasts a whole interval in
+      // which nothing more was delivered (so no event was still queued)
+      // is a loss.
       if (this.ended || !this.channel || this.mode === "web") return;
       let counted = null;
       try {
@@ -1133,7 +1134,7 @@
       const now = performance.now();
       const seen = this.delivered.messages + this.lost.messages;
       const previous = this.lossSnapshot;
-      if (previous && previous.messages > seen) {
+      if (previous && previous.messages > seen && previous.delivered === this.delivered.messages) {
         const messages = previous.messages - seen;
         const bytes = Math.max(0, previous.bytes - this.delivered.bytes - this.lost.bytes);
         this.lost.messages += messages;
@@ -1142,7 +1143,11 @@
       }
       this.lossSnapshot =
         counted && counted.messagesReceived > this.delivered.messages + this.lost.messages
-          ? { messages: counted.messagesReceived, bytes: counted.bytesReceived }
+          ? {
+              messages: counted.messagesReceived,
+              bytes: counted.bytesReceived,
+              delivered: this.delivered.messages,
+            }
           : null;
       for (const entry of Array.from(this.appIncoming.values())) {
         if (now - entry.lastAt > config.appStallMs) {
