@@ -75,8 +75,10 @@ POOL_SIZE = 64
 # Sessions re-claimed at once: enough to re-claim thousands in a second or
 # two, few enough to leave pooled connections for sign-ins and relays.
 RECLAIM_CONCURRENCY = 32
-# How often a sign-in waiting out a recovery window asks again.
+# How often a sign-in waiting out a recovery window asks whether it is
+# over, and how often it tries its claim again meanwhile.
 RECOVERY_POLL_SECONDS = 0.1
+RECLAIM_RECHECK_SECONDS = 0.5
 
 
 # KEYS: user key, epoch key, recovering key, reclaimed key. ARGV: channel,
@@ -213,6 +215,9 @@ class RedisRegistry:
         self._connections: dict[asyncio.AbstractEventLoop, _Connection] = {}
         self._keepers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
         self._alive: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+        self._recovery_checks: dict[
+            asyncio.AbstractEventLoop, tuple[asyncio.Future, float]
+        ] = {}
         self._known_queues: dict[bytes, bytes] = {}
         self._queue_key: bytes | None = None
         self._queue_registered = False
@@ -297,13 +302,28 @@ class RedisRegistry:
                 return outcome
             # Redis lost its data a moment ago, and a guest claims a free
             # name: it may be free only because its holder's instance has
-            # not claimed it again yet.
-            if await self._every_live_process_reclaimed():
-                continue
-            if loop.time() > deadline:
-                raise RedisError("instances did not re-claim their sessions in time")
+            # not claimed it again yet. Claim again once the window ends,
+            # or after a while (the holder may have re-claimed meanwhile).
             waited = True
-            await asyncio.sleep(RECOVERY_POLL_SECONDS)
+            claim_again_at = loop.time() + RECLAIM_RECHECK_SECONDS
+            while loop.time() < claim_again_at and not await self._recovery_over():
+                if loop.time() > deadline:
+                    raise RedisError(
+                        "instances did not re-claim their sessions in time"
+                    )
+                await asyncio.sleep(RECOVERY_POLL_SECONDS)
+
+    async def _recovery_over(self) -> bool:
+        """Whether the recovery window has ended, asked at most once per
+        poll interval: a storm of sign-ins waiting on it shares one check
+        (a database query and a Redis round trip) instead of one each."""
+        loop = asyncio.get_running_loop()
+        check, asked_at = self._recovery_checks.get(loop, (None, 0.0))
+        stale = loop.time() - asked_at >= RECOVERY_POLL_SECONDS
+        if check is None or (check.done() and stale):
+            check = asyncio.ensure_future(self._every_live_process_reclaimed())
+            self._recovery_checks[loop] = (check, loop.time())
+        return await asyncio.shield(check)
 
     async def _every_live_process_reclaimed(self) -> bool:
         """End the recovery window if every live instance has re-claimed."""
