@@ -9,9 +9,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "signaling_site.settings")
 # Set up Django before importing anything that touches models.
 django_asgi_app = get_asgi_application()
 
-from signaling import server_tuning, shutdown  # noqa: E402
-from signaling.origins import OriginCheckMiddleware  # noqa: E402
-from signaling.routing import protocol_router, websocket_application  # noqa: E402
+from signaling.speedups import daphne_server as server_tuning  # noqa: E402
+from signaling.ws import shutdown  # noqa: E402
+from signaling.ws.origins import OriginCheckMiddleware  # noqa: E402
+from signaling.ws.routing import protocol_router, websocket_application  # noqa: E402
 
 shutdown.install()
 

@@ -2,12 +2,13 @@ import os
 
 import pytest
 from asgiref.sync import async_to_sync
-from hypothesis import settings as hypothesis_settings
 from channels.layers import get_channel_layer
+from hypothesis import settings as hypothesis_settings
 
-from signaling import guards, live_sessions
-from signaling.live_sessions import heartbeat_stop
-from signaling.presence import registry
+from signaling.presence import live_sessions
+from signaling.presence.live_sessions import heartbeat_stop
+from signaling.presence.registry import registry
+from signaling.ws import guards
 from tests.redis_server import RedisServer
 from tests.servers import DaphneServer, base_environment, migrate, sqlite_copy
 from tests.turn_server import TurnServer
