@@ -235,7 +235,17 @@ SIGNALING_SIGN_IN_TIMEOUT_SECONDS = env_number("SIGNALING_SIGN_IN_TIMEOUT_SECOND
 # maxShutdownDelaySeconds).
 SIGNALING_DRAIN_SECONDS = env_number("SIGNALING_DRAIN_SECONDS", 30)
 
-# The event loop Daphne's reactor runs on (signaling/speedups/twisted_uvloop.py).
+# Patches of Daphne, Twisted, Autobahn and CPython globals, applied only in
+# a Daphne server process (signaling/speedups/): on (when the installed
+# versions are the ones they were written against), off, or require
+# (refuse to start on another version).
+SIGNALING_SPEEDUPS = os.environ.get("SIGNALING_SPEEDUPS", "on").strip().lower()
+if SIGNALING_SPEEDUPS not in {"on", "off", "require"}:
+    raise ImproperlyConfigured(
+        f"SIGNALING_SPEEDUPS must be on, off or require, not {SIGNALING_SPEEDUPS!r}"
+    )
+# The event loop Daphne's reactor runs on, with speedups on
+# (signaling/speedups/twisted_uvloop.py).
 SIGNALING_EVENT_LOOP = os.environ.get("SIGNALING_EVENT_LOOP", "uvloop").strip().lower()
 if SIGNALING_EVENT_LOOP not in {"uvloop", "asyncio"}:
     raise ImproperlyConfigured(
@@ -296,8 +306,9 @@ LOGGING = {
     },
     "handlers": {
         "console": {
-            # A StreamHandler on stderr that writes each event-loop turn's
-            # lines with one system call (signaling/speedups/cpython_logging.py).
+            # logging.StreamHandler on stderr; with speedups on under Daphne
+            # it writes each event-loop turn's lines with one system call
+            # (signaling/speedups/cpython_logging.py).
             "class": "signaling.speedups.cpython_logging.LoopBatchedStreamHandler",
             "formatter": SIGNALING_LOG_FORMAT,
         },

@@ -55,12 +55,15 @@ def start_server(migrated_sqlite, tmp_path):
     """Start real Daphne processes; each is stopped after the test."""
     servers: list[DaphneServer] = []
 
-    def start(*, database_url: str | None = None, extra_args=(), **env) -> DaphneServer:
+    def start(
+        *, database_url: str | None = None, extra_args=(), launcher=None, **env
+    ) -> DaphneServer:
         database_url = database_url or sqlite_copy(migrated_sqlite, tmp_path)
         server = DaphneServer(
             env=base_environment(DATABASE_URL=database_url, **env),
             log_path=tmp_path / f"daphne-{len(servers)}.log",
             extra_args=extra_args,
+            **({"launcher": launcher} if launcher else {}),
         )
         servers.append(server)
         return server

@@ -1,11 +1,19 @@
 """Unmask and check incoming WebSocket frames with C functions under Daphne.
 
+Upstream: autobahn 26.10.2 (``autobahn/websocket/protocol.py``:
+``WebSocketProtocol.processData`` and ``sendMessage``, whose common case is
+repeated here, keeping its ``trafficStats`` counters), on Daphne 4.2.3's
+``WebSocketProtocol``; websockets 17.4's C ``apply_mask``.
+Touches: ``autobahn.websocket.protocol.create_xor_masker`` and
+``Utf8Validator`` (module globals, looked up at call time), Daphne's
+``WebSocketProtocol.processData``/``sendMessage``, and the protocol
+attributes they read (``data``, ``current_frame``, ``inside_message``,
+``_perMessageCompress``, ``send_queue``, ``_cancelAutoPingTimeoutCall``...).
+
 Autobahn unmasks every client frame and checks every text message's UTF-8
-through cffi wrappers that allocate native buffers per frame: 5.5 us to
-unmask any frame (even a 100-byte ICE candidate) and 1.5-5 us to check its
-text, ~8 % of the server's CPU when relaying (py-spy, bench/). The same work
-done by websockets' C ``apply_mask`` and CPython's own UTF-8 decoder takes
-0.2-0.3 us and 0.3-0.4 us. Same results: the same bytes come out, and
+through cffi wrappers that allocate native buffers per frame, an order of
+magnitude slower for signaling-sized frames than websockets' C
+``apply_mask`` and CPython's own UTF-8 decoder. Same results: the same bytes come out, and
 invalid UTF-8 still fails the connection (Autobahn's 1007) where it did.
 
 Most frames are one short, complete text message each way. For those,
@@ -25,9 +33,22 @@ from __future__ import annotations
 import codecs
 import sys
 
-from websockets.speedups import apply_mask
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # built without its C extension: the same, in Python
+    from websockets.utils import apply_mask
 
 _PATCHED = "_signaling_frames"
+
+UPSTREAM = {"autobahn": "26.10.2", "daphne": "4.2.3", "websockets": "17.4"}
+TOUCHES = (
+    "autobahn.websocket.protocol.create_xor_masker",
+    "autobahn.websocket.protocol.Utf8Validator",
+    "daphne.ws_protocol.WebSocketProtocol.processData",
+    "daphne.ws_protocol.WebSocketProtocol.sendMessage",
+    "autobahn.websocket.protocol.WebSocketProtocol._perMessageCompress",
+    "autobahn.websocket.protocol.WebSocketProtocol._cancelAutoPingTimeoutCall",
+)
 
 
 class FrameUnmasker:

@@ -1,12 +1,18 @@
 """Autobahn's opening-handshake checks for the common request, in one pass.
 
-Once websocket_handoff has split a complete upgrade request into lines,
+Upstream: autobahn 26.10.2 (``autobahn/websocket/protocol.py``:
+``WebSocketServerProtocol.processHandshake``, whose checks and end state are
+repeated here, and its ``forward_error``, copied as ``_forward_error``),
+with txaio 26.6.1 and Twisted 26.10.0's ``maybeDeferred``.
+Touches: ``autobahn.websocket.protocol._is_same_origin``,
+``_url_to_origin``, ``WebSocketServerProtocol._parseExtensionsHeader``, and
+the protocol attributes processHandshake sets (``http_*``,
+``websocket_*``, ``_wskey``, ``data``, ``trafficStats``).
+
+Once twisted_web_handoff has split a complete upgrade request into lines,
 Autobahn's processHandshake parses it again (parseHttpHeader), checks it
 through urlparse and a dozen debug-log calls that log nothing, and reaches
-Daphne's onConnect through txaio: ~6 % of the server's CPU in a sign-in
-storm went to processHandshake apart from onConnect (py-spy, bench/); this
-pass takes a sign-in's instructions down 2.7 % (bench.instructions). Here
-the same checks run over the lines already split, and the protocol is left
+Daphne's onConnect through txaio. Here the same checks run over the lines already split, and the protocol is left
 exactly as processHandshake leaves it before calling onConnect (same
 attributes, in the same order, the same ConnectionRequest, the same
 callbacks). A request processHandshake would
@@ -28,6 +34,22 @@ from twisted.internet.defer import maybeDeferred
 
 _BASE64 = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/")
 _VERSION = 13
+
+UPSTREAM = {"autobahn": "26.10.2", "txaio": "26.6.1", "twisted": "26.10.0"}
+TOUCHES = (
+    "autobahn.websocket.protocol.WebSocketServerProtocol.processHandshake",
+    "autobahn.websocket.protocol.WebSocketServerProtocol._parseExtensionsHeader",
+    "autobahn.websocket.protocol._is_same_origin",
+    "autobahn.websocket.protocol._url_to_origin",
+)
+
+# Whether twisted_web_handoff may hand requests to respond().
+applied = False
+
+
+def apply() -> None:
+    global applied
+    applied = True
 
 
 def respond(protocol, data: bytes, lines: list[bytes]) -> bool:

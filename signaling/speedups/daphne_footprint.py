@@ -1,19 +1,28 @@
 """What an idle WebSocket connection keeps in memory under Daphne.
 
+Upstream: daphne 4.2.3 (``daphne/server.py``: ``Server.create_application``,
+copied with a Mailbox for its asyncio.Queue; ``daphne/http_protocol.py``;
+``daphne/ws_protocol.py``), autobahn 26.10.2 (the protocol's attributes and
+``CONFIG_ATTRS``), Twisted 26.10.0 (``twisted.web.http``'s channel and
+producer).
+Touches: ``Server.create_application`` (replaced), ``WebRequest.process``
+and ``WebSocketProtocol.onOpen`` (wrapped), the factory's ``protocol``
+(Daphne's ``ws_factory``, set to a subclass owned here), Autobahn's
+``CONFIG_ATTRS`` (on that subclass), ``HTTPChannel.requests``.
+
 A signaling server mostly holds idle connections, so their size is its
-capacity. Measured per connection (objects reachable from 2 000 idle
-signed-in clients, sys.getsizeof): Daphne and Autobahn keep the whole
-opening handshake for the life of the socket, an asyncio.Queue (three
-deques, ~1.9 KB) for a handful of ASGI events, and Autobahn's ~110
-per-connection attributes, most of them copies of the factory's settings.
-Here, once a connection is open:
+capacity. Daphne and Autobahn keep the whole opening handshake for the life
+of the socket, an asyncio.Queue (three deques) for a handful of ASGI
+events, and Autobahn's ~110 per-connection attributes, most of them copies
+of the factory's settings. Here, once a connection is open:
 
 - the input queue is a Mailbox (the application is its only reader);
 - the HTTP request that was upgraded is let go (Twisted kept it as the
   socket's producer);
 - Autobahn's handshake texts are dropped, and attributes whose value is the
-  same for every connection are read from the class instead of a
-  per-instance dictionary entry;
+  same for every connection are read from a class instead of a
+  per-instance dictionary entry: a subclass of Daphne's protocol made here
+  (``Trimmer.shared_class``), never Daphne's own class;
 - and once Daphne lets go of a closed connection, its protocol object is
   emptied (``forget``), so reference counting frees what the connection
   held instead of the cyclic garbage collector.
@@ -33,6 +42,17 @@ from functools import partial
 from signaling.ws.mailbox import Mailbox
 
 _PATCHED = "_signaling_footprint"
+
+UPSTREAM = {"daphne": "4.2.3", "autobahn": "26.10.2", "twisted": "26.10.0"}
+TOUCHES = (
+    "daphne.server.Server.create_application",
+    "daphne.http_protocol.WebRequest.process",
+    "daphne.ws_protocol.WebSocketProtocol.onOpen",
+    "daphne.ws_protocol.WebSocketFactory.protocol",
+    "autobahn.websocket.protocol.WebSocketProtocol.CONFIG_ATTRS",
+    "autobahn.websocket.protocol.WebSocketProtocol.send_queue",
+    "twisted.web.http.HTTPChannel.requests",
+)
 
 # ASGI's scope["asgi"], the same for every connection: shared, not copied.
 _ASGI_VERSION = {"version": "3.0"}
@@ -153,11 +173,13 @@ def _trim_open_connections(protocol_class) -> None:
 
 
 class Trimmer:
-    """Moves the attributes of a class's open connections that every
-    connection has alike to the class, and drops the handshake's.
+    """Moves the attributes that a class's open connections all have alike
+    to a subclass made for the purpose (``shared_class``, which the trimmed
+    connections become and the factory builds from then on), and drops the
+    handshake's. The class given is never written to.
 
-    Looking at each of Autobahn's ~110 attributes in Python took ~6 % of the
-    server's CPU in a sign-in storm (py-spy). Connections opened the same
+    Looking at each of Autobahn's ~110 attributes in Python is costly for
+    every connection. Connections opened the same
     way have the same attribute names in the same order, so the first one
     of each such layout is looked at one by one and leaves a plan; the
     others are checked against it with a few C-level operations (are the
@@ -170,6 +192,12 @@ class Trimmer:
 
     def __init__(self, protocol_class: type) -> None:
         self.protocol_class = protocol_class
+        # Shared values live here, not on Daphne's (or Autobahn's) class.
+        self.shared_class = type(
+            protocol_class.__name__,
+            (protocol_class,),
+            {"__module__": protocol_class.__module__, "__qualname__": protocol_class.__qualname__},
+        )
         # What reading each name from the class gives (looked up once).
         self.class_values: dict[str, object] = {}
         self.plans: dict[tuple[str, ...], _TrimPlan] = {}
@@ -190,11 +218,19 @@ class Trimmer:
                 self.plans[layout] = _TrimPlan(attributes, kept, self.class_values)
         # A new dict: deleting keys would not shrink the old one.
         protocol.__dict__ = kept
-        if self.protocol_class.__dict__.get("CONFIG_ATTRS") is None:
-            _copy_only_unshared_settings(self.protocol_class, kept)
+        shared_class = self.shared_class
+        if protocol.__class__ is not shared_class:
+            protocol.__class__ = shared_class
+        if shared_class.__dict__.get("CONFIG_ATTRS") is None:
+            _copy_only_unshared_settings(shared_class, kept)
+            # New connections are built as the shared class (Daphne itself
+            # sets its factory's protocol this way).
+            factory = kept.get("factory")
+            if getattr(factory, "protocol", None) is self.protocol_class:
+                factory.protocol = shared_class
 
     def trim_one_by_one(self, attributes: dict) -> dict:
-        protocol_class = self.protocol_class
+        shared_class = self.shared_class
         class_values = self.class_values
         kept = {}
         for name, value in attributes.items():
@@ -203,11 +239,12 @@ class Trimmer:
             if type(value) in _SHAREABLE_TYPES:
                 current = class_values.get(name, _MISSING)
                 if current is _MISSING:
-                    current = getattr(protocol_class, name, _MISSING)
+                    current = getattr(shared_class, name, _MISSING)
                     if current is _MISSING:
-                        # The first connection's value becomes the class
-                        # default; later connections drop theirs when equal.
-                        setattr(protocol_class, name, value)
+                        # The first connection's value becomes the shared
+                        # class's default; later connections drop theirs
+                        # when equal.
+                        setattr(shared_class, name, value)
                         current = value
                     class_values[name] = current
                 if type(current) is type(value) and current == value:

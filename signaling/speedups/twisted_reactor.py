@@ -1,14 +1,22 @@
 """Two hot paths of Twisted's asyncio reactor, made cheaper under Daphne.
 
-Measured with bench/ (README, performance section). Both are behaviour
-preserving: the same bytes reach the same sockets in the same order, and the
+Upstream: Twisted 26.10.0 (``twisted/internet/tcp.py``,
+``twisted/internet/asyncioreactor.py``).
+Touches: ``tcp.Connection.write`` (replaced for plain TCP on the asyncio
+reactor; reads ``_tempDataBuffer``, ``_tempDataLen``, ``dataBuffer``,
+``offset``, ``_writeDisconnected``, ``_maybePauseProducer``),
+``AsyncioSelectorReactor.addReader``/``addWriter`` (Twisted 26.10.0's,
+registering ``_readOrWrite`` directly; reads ``_readers``, ``_writers``,
+``_continuousPolling``, ``_asyncioEventloop``,
+``_unregisterFDInAsyncio``).
+
+Both are behaviour preserving: the same bytes reach the same sockets in the same order, and the
 same errors end the same connections.
 
 1. Writes. A Twisted TCP transport never sends in ``write()``: it buffers
    the bytes and registers the socket for writability, the reactor wakes up
    on the next loop turn, sends, and unregisters it again. Through asyncio's
-   selector that is two ``epoll_ctl`` calls per reply (14 % of a sign-in
-   storm). Here the buffered bytes are sent from one callback at the end of
+   selector that is two ``epoll_ctl`` calls per reply. Here the buffered bytes are sent from one callback at the end of
    the loop turn, without asking the selector; only what the kernel does
    not take waits for writability as before. (Sending inside ``write()``
    was tried: one ``send`` per frame instead of one per socket and turn
@@ -25,6 +33,14 @@ from __future__ import annotations
 import sys
 
 _PATCHED = "_signaling_patched"
+
+UPSTREAM = {"twisted": "26.10.0"}
+TOUCHES = (
+    "twisted.internet.tcp.Connection.write",
+    "twisted.internet.asyncioreactor.AsyncioSelectorReactor.addReader",
+    "twisted.internet.asyncioreactor.AsyncioSelectorReactor.addWriter",
+    "twisted.internet.asyncioreactor.AsyncioSelectorReactor._readOrWrite",
+)
 
 
 def apply() -> None:

@@ -1,5 +1,11 @@
 """Run Daphne's Twisted reactor on uvloop instead of asyncio's own loop.
 
+Upstream: Twisted 26.10.0 (``twisted/internet/asyncioreactor.py``); uvloop
+is used through its public API.
+Touches: ``AsyncioSelectorReactor._asyncioEventloop``, ``_readers``,
+``_writers``, ``_timerHandle``, ``_scheduledAt``, ``_reschedule``, and the
+old loop's ``_default_executor``.
+
 Daphne drives Twisted through its asyncio reactor, on a loop it creates
 with ``asyncio.new_event_loop()`` when ``daphne.server`` is imported,
 before the application is loaded. That loop is pure Python: every loop
@@ -10,10 +16,6 @@ only that interface (add_reader/add_writer, call_soon, call_at, run_forever,
 stop). Here the reactor is moved to a uvloop loop once the application is
 imported and before Daphne starts it: what was registered on the old loop
 (the reactor's waker, its timer) is registered again on the new one.
-
-Measured with ``python -m bench.instructions`` (instructions the server
-executes per operation, same run): per sign-in 0.883x, per relayed ICE frame
-0.814x, per full handshake 0.822x.
 
 ``SIGNALING_EVENT_LOOP=asyncio`` keeps asyncio's loop. Nothing changes under
 other ASGI servers (they choose their own loop), when uvloop is not
@@ -27,10 +29,24 @@ import sys
 
 logger = logging.getLogger(__name__)
 
+UPSTREAM = {"twisted": "26.10.0"}
+TOUCHES = (
+    "twisted.internet.asyncioreactor.AsyncioSelectorReactor._asyncioEventloop",
+    "twisted.internet.asyncioreactor.AsyncioSelectorReactor._timerHandle",
+    "twisted.internet.asyncioreactor.AsyncioSelectorReactor._scheduledAt",
+    "twisted.internet.asyncioreactor.AsyncioSelectorReactor._reschedule",
+    "asyncio.BaseEventLoop._default_executor",
+)
 
-def apply(choice: str) -> bool:
-    """Move the reactor to uvloop if ``choice`` asks for it and it can be
-    done; True when it was moved."""
+
+def apply(choice: str | None = None) -> bool:
+    """Move the reactor to uvloop if ``choice`` (default:
+    settings.SIGNALING_EVENT_LOOP) asks for it and it can be done; True when
+    it was moved."""
+    if choice is None:
+        from django.conf import settings
+
+        choice = settings.SIGNALING_EVENT_LOOP
     if choice != "uvloop":
         return False
     reactor = sys.modules.get("twisted.internet.reactor")

@@ -1,14 +1,22 @@
 """Hand a WebSocket upgrade request straight to Autobahn under Daphne.
 
+Upstream: Twisted 26.10.0 (``twisted/web/http.py``) and daphne 4.2.3
+(``daphne/http_protocol.py``: what ``WebRequest.process`` does for an
+upgrade, repeated here without the request object).
+Touches: ``twisted.web.http._GenericHTTPChannelProtocol.dataReceived``
+(wrapped; reads ``_negotiatedProtocol``, ``_channel``), Daphne's
+``server.ws_factory``, ``server.proxy_forwarded_address_header`` and
+``protocol._raw_query_string``, ``daphne.utils.HEADER_NAME_RE`` and
+``INVALID_HEADER_VALUE_BYTES``.
+
 Daphne receives every connection as HTTP: twisted.web parses the request
 line and headers into a Request, Daphne validates them, writes the request
 out again as bytes, and gives those to Autobahn, which parses them once more
-for the WebSocket handshake. The first two steps were ~10 % of the server's
-CPU in a sign-in storm (bench/). Here the first bytes of a connection are
+for the WebSocket handshake. Here the first bytes of a connection are
 looked at once: a complete, well-formed ``GET ... HTTP/1.1`` request with
 ``Upgrade: websocket`` goes to Autobahn as it arrived, with the same checks
 Daphne makes (for the common request, Autobahn's own checks then run over
-the lines already split: ``opening_handshake``); anything else (plain
+the lines already split: ``autobahn_handshake``, when applied); anything else (plain
 HTTP, a request split over several reads, TLS, proxy headers to honour, a
 header Daphne would refuse) takes Daphne's own path unchanged, so every
 refusal still looks as Daphne makes it.
@@ -23,6 +31,18 @@ import sys
 from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES
 
 _PATCHED = "_signaling_handoff"
+
+UPSTREAM = {"twisted": "26.10.0", "daphne": "4.2.3"}
+TOUCHES = (
+    "twisted.web.http._GenericHTTPChannelProtocol.dataReceived",
+    "twisted.web.http._GenericHTTPChannelProtocol._negotiatedProtocol",
+    "twisted.web.http._GenericHTTPChannelProtocol._channel",
+    "daphne.server.Server.ws_factory",
+    "daphne.server.Server.proxy_forwarded_address_header",
+    "daphne.ws_protocol.WebSocketProtocol._raw_query_string",
+    "daphne.utils.HEADER_NAME_RE",
+    "daphne.utils.INVALID_HEADER_VALUE_BYTES",
+)
 
 
 def upgrade_query_string(data: bytes) -> bytes | None:
@@ -73,7 +93,7 @@ def apply() -> None:
         return
     from twisted.protocols.policies import ProtocolWrapper
 
-    from signaling.speedups import autobahn_handshake as opening_handshake
+    from signaling.speedups import autobahn_handshake
 
     original = channel_class.dataReceived
 
@@ -108,7 +128,7 @@ def apply() -> None:
         channel.setTimeout(None)
         transport.protocol = protocol
         protocol.makeConnection(transport)
-        if not opening_handshake.respond(protocol, data, lines):
+        if not (autobahn_handshake.applied and autobahn_handshake.respond(protocol, data, lines)):
             protocol.dataReceived(data)
         return True
 

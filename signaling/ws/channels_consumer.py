@@ -1,8 +1,12 @@
-"""Plumbing under the signaling consumer: how it reads and writes.
+"""A replacement for part of Channels: the consumer's reading and writing.
 
-Channels' generic consumer, adjusted where it fails a server that must not
-crash or stall: a channel layer that goes away, a client that vanishes
-mid-send, and per-message overheads measured with bench/.
+Subclasses Channels' AsyncJsonWebsocketConsumer and replaces its
+``AsyncConsumer.__call__`` (the read loop), adjusted where it fails a server
+that must not crash or stall: a channel layer that goes away, a client that
+vanishes mid-send, and per-message overheads. It patches nothing and does
+not depend on the speedups switch. Written against channels 4.3.2
+(``channels/consumer.py``, ``channels/generic/websocket.py``; ``UPSTREAM``,
+checked by tests/speedups/test_versions.py).
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
 from signaling.observability import metrics
-from signaling.speedups.daphne_server import pause_reading, resume_reading
+from signaling.ws import backpressure
+from signaling.ws.backpressure import pause_reading, resume_reading
 from signaling.ws.mailbox import Mailbox
 
 logger = logging.getLogger(__name__)
+
+UPSTREAM = {"channels": "4.3.2"}
 
 # Failures of the channel layer's transport (Redis unreachable, timeouts, a
 # full channel).
@@ -72,8 +79,9 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         # outage (the stock reader lets a Redis error end the connection
         # with 1011). And each source is read by one long-lived loop: the
         # stock await_many_dispatch makes a task and an asyncio.wait per
-        # message, 11 % of the event loop when relaying.
+        # message.
         self.scope = scope
+        backpressure.attach(scope, send)
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send

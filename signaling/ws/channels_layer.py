@@ -1,5 +1,11 @@
-"""An in-memory channel layer whose cost per message does not grow with the
-number of connections.
+"""A replacement for part of Channels: an in-memory channel layer whose
+cost per message does not grow with the number of connections.
+
+Subclasses Channels' InMemoryChannelLayer (reading and writing its
+``channels`` and ``groups`` dicts); it patches nothing and does not depend
+on the speedups switch. Written against channels 4.3.2
+(``channels/layers.py``; ``UPSTREAM``, checked by
+tests/speedups/test_versions.py).
 
 Channels' ``InMemoryChannelLayer`` sweeps every channel and every group for
 expired entries on each receive and each group send, and deep-copies every
@@ -20,6 +26,8 @@ from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 
 from signaling.ws.mailbox import Mailbox
+
+UPSTREAM = {"channels": "4.3.2"}
 
 # Expired messages and group memberships are swept a slice at a time: at
 # most SWEEP_BATCH channels and SWEEP_BATCH groups every SWEEP_INTERVAL

@@ -20,7 +20,7 @@ class CountingStream(io.StringIO):
 
 
 def logger_writing_to(stream) -> tuple[logging.Logger, LoopBatchedStreamHandler]:
-    handler = LoopBatchedStreamHandler(stream)
+    handler = LoopBatchedStreamHandler(stream, batching=True)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger = logging.getLogger(f"test_log_output.{id(stream)}")
     logger.propagate = False

@@ -72,12 +72,13 @@ def _opened(**overrides):
     return connection
 
 
-def _trimmed_one_by_one(connection):
-    # A fresh trimmer has no plans, so it looks at every attribute; it reads
-    # the class's values as the first connection set them.
-    twin = _Opened()
+def _trimmed_one_by_one(connection, shared_class):
+    # A fresh trimmer has no plans, so it looks at every attribute; over the
+    # first trimmer's shared class, it reads the values the first
+    # connection left there.
+    twin = shared_class()
     twin.__dict__.update(connection.__dict__)
-    footprint.Trimmer(_Opened).trim(twin)
+    footprint.Trimmer(shared_class).trim(twin)
     return twin.__dict__
 
 
@@ -85,8 +86,13 @@ def test_connections_laid_out_alike_are_trimmed_by_plan_as_one_by_one():
     trimmer = footprint.Trimmer(_Opened)
     first = _opened()
     trimmer.trim(first)
-    # The first connection's shareable values became the class's.
-    assert _Opened.closedByMe is False and _Opened.peer == "tcp4:127.0.0.2:40000"
+    # The first connection's shareable values became the shared class's;
+    # the class given (Daphne's, in the server) is left as it was.
+    shared = trimmer.shared_class
+    assert type(first) is shared and issubclass(shared, _Opened)
+    assert shared.closedByMe is False and shared.peer == "tcp4:127.0.0.2:40000"
+    assert not hasattr(_Opened, "closedByMe") and not hasattr(_Opened, "peer")
+    assert _Opened.CONFIG_ATTRS == ["maxFramePayloadSize"]
     assert "closedByMe" not in first.__dict__ and "http_headers" not in first.__dict__
     assert len(trimmer.plans) == 1
     for overrides in (
@@ -100,7 +106,7 @@ def test_connections_laid_out_alike_are_trimmed_by_plan_as_one_by_one():
         {"maxFramePayloadSize": 1048576.0},
     ):
         connection = _opened(**overrides)
-        expected = _trimmed_one_by_one(connection)
+        expected = _trimmed_one_by_one(connection, shared)
         trimmer.trim(connection)
         assert connection.__dict__ == expected, overrides
         assert [type(v) for v in connection.__dict__.values()] == [
