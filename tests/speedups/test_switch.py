@@ -105,7 +105,7 @@ def test_importing_the_application_with_daphne_loaded_is_not_serving():
 
 
 def test_a_daphne_server_logs_what_it_applied(start_server):
-    server = start_server()
+    server = start_server(SIGNALING_SPEEDUPS="on")
     assert "speedups: on; applied " in server.log()
 
 
@@ -132,7 +132,9 @@ DAPHNE_REPORTED_AS_99 = (
 async def test_a_version_mismatch_logs_one_error_and_serves_stock(start_server):
     from tests.clients import Client
 
-    server = start_server(launcher=(sys.executable, "-c", DAPHNE_REPORTED_AS_99))
+    server = start_server(
+        launcher=(sys.executable, "-c", DAPHNE_REPORTED_AS_99), SIGNALING_SPEEDUPS="on"
+    )
     log = server.log()
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1, log
