@@ -27,8 +27,8 @@ from signaling.presence.live_sessions import (
     live_session_start,
 )
 from signaling.presence.registry import Claimed, LocalSession, ReclaimOutcome, registry
-from signaling.ws.backpressure import pause_reading, read_slowly
 from signaling.ws import guards, shutdown
+from signaling.ws.backpressure import pause_reading, read_slowly
 from signaling.ws.channels_consumer import LAYER_ERRORS, ResilientJsonWebsocketConsumer
 from signaling.ws.connection_info import client_address, user_agent
 from signaling.ws.ice_refresh import SessionIceServers
