@@ -31,8 +31,8 @@ UPSTREAM = {"channels": "4.3.2"}
 
 # Expired messages and group memberships are swept a slice at a time: at
 # most SWEEP_BATCH channels and SWEEP_BATCH groups every SWEEP_INTERVAL
-# seconds, so a pass over 15 000 idle connections is spread over 3 s
-# instead of stalling every relay for ~25 ms once a second. Between steps
+# seconds, so a pass over many idle connections is spread over several
+# seconds instead of stalling every relay once a second. Between steps
 # only the queue or group being used is checked.
 SWEEP_INTERVAL_SECONDS = 0.1
 SWEEP_BATCH = 500
