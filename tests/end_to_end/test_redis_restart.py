@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
+import urllib.request
+from collections import Counter
 
 import pytest
 import redis
@@ -223,3 +226,57 @@ async def test_every_session_survives_restarts_that_leave_pooled_connections_sta
         two_instances, redis_server, outage_seconds=0, relay_during_outage=False
     )
     print("relaying again after", ", ".join(f"{s:.2f}s" for s in recoveries))
+
+
+def http_status(server, path: str) -> int:
+    try:
+        with urllib.request.urlopen(server.http_url + path, timeout=10) as reply:
+            return reply.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.slow
+async def test_a_ninety_second_redis_outage_restarts_nothing(
+    two_instances, redis_server
+):
+    """Liveness (the platform's health check) stays 200 and readiness says
+    503, every relay is answered, and relaying resumes when Redis is back:
+    nothing is restarted, no client reconnects."""
+    a, b = two_instances
+    left = await watched(a, "outage-left")
+    right = await watched(b, "outage-right")
+    pids = [a.pid, b.pid]
+    redis_server.kill()
+    down_at = time.monotonic()
+    answered = Counter()
+    while time.monotonic() - down_at < 90:
+        for server in (a, b):
+            assert await asyncio.to_thread(http_status, server, "/livez") == 200
+            assert await asyncio.to_thread(http_status, server, "/healthz") == 503
+        await left.client.send_json(
+            {"type": "Offer", "target": "outage-right", "data": "during"}
+        )
+        reply = await asyncio.wait_for(left.inbox.get(), 20)
+        assert reply["type"] == "Error", reply
+        answered[reply["code"]] += 1
+        await asyncio.sleep(5)
+    assert set(answered) <= {"service_unavailable", "relay_failed"}, answered
+    redis_server.start()
+    back_at = time.monotonic()
+    pairs = [(left, right)]
+    while not await relay_round(pairs, "after", timeout=0.5):
+        assert time.monotonic() - back_at < RECOVERY_LIMIT_SECONDS
+        left.drain()
+        right.drain()
+    recovered = time.monotonic() - back_at
+    for server in (a, b):
+        assert await asyncio.to_thread(http_status, server, "/healthz") == 200
+        assert server.process.poll() is None
+    assert [a.pid, b.pid] == pids
+    assert left.open and right.open
+    assert left.peer_left_frames() == right.peer_left_frames() == []
+    print(
+        f"90 s Redis outage: {sum(answered.values())} relays answered "
+        f"{dict(answered)}; relaying again {recovered:.2f}s after Redis returned"
+    )
