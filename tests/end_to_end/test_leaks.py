@@ -9,6 +9,7 @@ still be freed by reference counting.
 
 import asyncio
 import json
+import os
 import urllib.request
 
 import pytest
@@ -56,11 +57,13 @@ async def test_thousands_of_short_sessions_leave_memory_and_registry_as_they_wer
     await asyncio.sleep(5)
     growth = rss_kib(server.pid) - baseline
     print(f"leaks: {CYCLES} cycles, RSS {baseline} KB -> +{growth} KB")
-    # Measured +0.08-0.23 MB. Closed connections reaped once a second
-    # instead of every 0.1 s (server_tuning.APPLICATION_CHECK_SECONDS) grew
-    # it +7.5-8.8 MB when that was fixed, and still +1.0 MB with everything
-    # since: the plan's 10 % of baseline (~8.6 MB) caught neither reliably.
-    # 600 KB is 2.6x the worst measured growth and below that regression.
-    assert growth < 600, (baseline, growth)
+    # With speedups on, closed connections are reaped every 0.1 s
+    # (daphne_server.APPLICATION_CHECK_SECONDS) and the bound sits below
+    # what reaping once a second costs (docs/performance.md). With them
+    # off, stock Daphne reaps once a second: the high-water mark then holds
+    # a second's worth of closed connections, which is what the looser
+    # bound allows (SECURITY.md, read backpressure).
+    bound = 20_000 if os.environ.get("SIGNALING_SPEEDUPS") == "off" else 600
+    assert growth < bound, (baseline, growth)
     assert await asyncio.to_thread(live_sessions, server) == 0
     assert "Traceback" not in server.log()
