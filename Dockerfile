@@ -12,10 +12,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first: this layer is rebuilt only when they change. Every
-# pinned package installs from a wheel, so no compiler is needed.
-COPY requirements.txt ./
-RUN pip install -r requirements.txt
+# Dependencies first: this layer is rebuilt only when they change. The lock
+# (scripts/lock) pins every package of the closure with its hashes; each
+# installs from a wheel, so no compiler is needed.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 
 COPY manage.py ./
 COPY signaling ./signaling
@@ -32,8 +33,10 @@ USER signaling
 
 EXPOSE 10000
 
+# Liveness (/livez: the process answers), not readiness (/healthz fails
+# while Redis or the database is down, and restarting cannot mend that).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/healthz', timeout=4)"
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/livez', timeout=4)"
 
 # exec: Daphne replaces the shell, so `docker stop` (SIGTERM) reaches it and
 # every client is told to reconnect (close code 4003) before it exits.

@@ -33,7 +33,6 @@ from tests.peers import (
     FileReceiver,
     Peer,
     send_file,
-    send_raw_text_message,
 )
 
 MIB = 1024 * 1024
@@ -235,69 +234,6 @@ async def test_a_browser_and_an_aiortc_peer_transfer_files_both_ways(
         assert '"kind":"done"' in (await receiver.next_message()).replace(" ", "")
     finally:
         await robot.close()
-
-
-async def test_a_browser_and_an_app_style_peer_exchange_text_and_images(
-    open_page, web_server, tmp_path
-):
-    """The aiortc peer plays the Android app: it asks, it never says hello."""
-    alice = await open_page("alice")
-    app = await Peer.sign_in(web_server.ws_url, "phone")
-    try:
-        await app.request("alice")
-        await alice.accept()
-        channel = await app.open_channel()
-        messages = FileReceiver(channel).messages
-        await alice.wait_open()
-        await alice.page.wait_for_selector("#app-peer-hint", state="visible")
-
-        # Text, browser to app: marker, then the UTF-8 text, both strings.
-        await alice.send_text("héllo ✓")
-        assert await messages.get() == "META_DATA_TEXT"
-        assert await messages.get() == "héllo ✓"
-
-        # An image, browser to app: marker, then the bytes.
-        png = tiny_png()
-        image = tmp_path / "dot.png"
-        image.write_bytes(png)
-        await alice.send_files(image)
-        assert await asyncio.wait_for(messages.get(), 10) == "META_DATA_IMAGE"
-        assert await asyncio.wait_for(messages.get(), 10) == png
-        await alice.wait_file("out", "dot.png")
-        # Anything else is refused with a reason, not sent.
-        other = payload_file(tmp_path, "notes.bin", 1000)
-        await alice.send_files(other)
-        await alice.wait_message("notes.bin was not sent")
-
-        # Text and an image, app to browser.
-        channel.send("META_DATA_TEXT")
-        channel.send("hi from the app")
-        await alice.wait_message("hi from the app")
-        channel.send("META_DATA_IMAGE")
-        channel.send(png)
-        await alice.page.wait_for_function(
-            "() => window.p2p.files().some("
-            "(f) => f.direction === 'in' && f.state === 'done')"
-        )
-        name = await alice.page.evaluate(
-            "window.p2p.files().find((f) => f.direction === 'in').name"
-        )
-        assert name.endswith(".png")
-        assert await alice.sha256("in", name) == hashlib.sha256(png).hexdigest()
-
-        # The shipped app sends image bytes as a *text* message, which no
-        # browser can turn back into bytes: the page says so and stays in
-        # step for the next message.
-        # Chromium drops the message; the page waits this long for it.
-        await alice.page.evaluate("window.p2p.config.appImageWaitMs = 1000")
-        channel.send("META_DATA_IMAGE")
-        send_raw_text_message(channel, png)
-        await alice.wait_message("phone sent an image this browser cannot read")
-        channel.send("META_DATA_TEXT")
-        channel.send("still in step")
-        await alice.wait_message("still in step")
-    finally:
-        await app.close()
 
 
 async def test_a_declined_request_tells_the_requester_in_plain_words(open_page):

@@ -8,10 +8,14 @@
  * frames are accepted in the browsers' object forms too.
  *
  * On the data channel, two formats (docs/web-client.md):
- * - the Android app's: the string "META_DATA_TEXT" or "META_DATA_IMAGE",
- *   then one message with the UTF-8 text or the image bytes;
+ * - the Android app's: every message cut into chunks of at most
+ *   APP_CHUNK_BYTES, each one data-channel message made of the line
+ *   "HDR|TYPE|messageId|chunkIndex|totalChunks|flags\n" and the payload;
  * - between web clients (the channel's protocol is CHANNEL_PROTOCOL, or
  *   the peer said hello): JSON control messages and binary file chunks.
+ * Which one the peer speaks is known when its channel arrives (the app's
+ * has no protocol); on a channel this page created, from the peer's hello
+ * (a web client) or its first HDR chunk or silence (the app).
  *
  * Every piece of user or peer text reaches the page through textContent.
  */
@@ -20,8 +24,17 @@
 
   const CHANNEL_LABEL = "p2p";
   const CHANNEL_PROTOCOL = "p2p-files/1";
-  const APP_TEXT_MARKER = "META_DATA_TEXT";
-  const APP_IMAGE_MARKER = "META_DATA_IMAGE";
+  // The app's framing: chunk payloads of at most 16,000 bytes, each after
+  // a header line of exactly six "|"-separated fields.
+  const APP_CHUNK_BYTES = 16000;
+  const APP_HEADER_PREFIX = "HDR|";
+  const APP_TYPES = new Set(["TEXT", "IMAGE", "VIDEO", "FILE"]);
+  // A header is a few dozen bytes plus a file name; anything longer is not
+  // one.
+  const APP_MAX_HEADER_BYTES = 1024;
+  // More chunks than this is no message the app could hold in memory.
+  const APP_MAX_CHUNKS = 1000000;
+  const utf8 = new TextEncoder();
   // Images the app can decode (Android's BitmapFactory) and a browser can
   // show safely; SVG is left out because it can carry scripts.
   const IMAGE_TYPES = new Set(["image/jpeg", "image/png", "image/gif", "image/webp"]);
@@ -49,8 +62,18 @@
     // whose send buffer passes 16 MiB).
     highWaterBytes: 4 * 1024 * 1024,
     lowWaterBytes: 1024 * 1024,
-    // How long to wait for the image bytes that follow META_DATA_IMAGE.
-    appImageWaitMs: 5000,
+    // On a channel this page created, how long to wait for a web client's
+    // hello before taking the peer for the app (which never says one).
+    helloWaitMs: 1500,
+    // The app holds a whole received file in the phone's memory: warn
+    // above the first size, refuse above the second (docs/web-client.md).
+    appWarnBytes: 50 * 1000 * 1000,
+    appMaxBytes: 256 * 1024 * 1024,
+    // How often to compare the messages the connection counted with the
+    // ones delivered to this page (the difference: chunks a browser threw
+    // away), and how long a message from the app may go without a chunk.
+    appLossCheckMs: 1000,
+    appStallMs: 15000,
   };
   const stats = { connectToOpenMs: null };
 
@@ -84,7 +107,7 @@
     fileInput: $("file-input"),
     shareButton: $("share-button"),
     appPeerHint: $("app-peer-hint"),
-    appImageLimit: $("app-image-limit"),
+    appWarnSize: $("app-warn-size"),
     sharingState: $("sharing-state"),
     stopSharingButton: $("stop-sharing-button"),
     screenPanel: $("screen-panel"),
@@ -150,6 +173,120 @@
       return "image/webp";
     }
     return null;
+  }
+
+  // ---- The Android app's framing ----------------------------------------
+
+  function randomUuid() {
+    // The app names each message with a random UUID (version 4).
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const hex = Array.from(b, (v) => v.toString(16).padStart(2, "0")).join("");
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
+  function appTypeFor(mime) {
+    if (IMAGE_TYPES.has(mime)) return "IMAGE";
+    if (mime.startsWith("video/")) return "VIDEO";
+    return "FILE";
+  }
+
+  function appFlags(mime, name) {
+    // The app's own escaping: "|" would split the header, a newline end it.
+    const clean = (value) => value.replace(/\|/g, "_").replace(/[\r\n]/g, " ");
+    const parts = [];
+    if (mime) parts.push(`mime=${clean(mime)}`);
+    if (name) parts.push(`name=${clean(name)}`);
+    return parts.length ? parts.join(";") : "0";
+  }
+
+  function parseAppFlags(text) {
+    const flags = { mime: "", name: "" };
+    let head = text === "0" ? "" : text;
+    // A name may hold ";" itself, so it runs to the end.
+    if (head.startsWith("name=")) {
+      flags.name = head.slice(5);
+      head = "";
+    } else if (head.includes(";name=")) {
+      const at = head.indexOf(";name=");
+      flags.name = head.slice(at + 6);
+      head = head.slice(0, at);
+    }
+    if (head.startsWith("mime=")) flags.mime = head.slice(5);
+    return flags;
+  }
+
+  function appHeader(type, id, index, total, flags) {
+    return utf8.encode(`${APP_HEADER_PREFIX}${type}|${id}|${index}|${total}|${flags}\n`);
+  }
+
+  function appChunk(header, payload) {
+    const message = new Uint8Array(header.byteLength + payload.byteLength);
+    message.set(header);
+    message.set(payload, header.byteLength);
+    return message;
+  }
+
+  function concat(parts) {
+    const whole = new Uint8Array(parts.reduce((sum, part) => sum + part.byteLength, 0));
+    let at = 0;
+    for (const part of parts) {
+      whole.set(part, at);
+      at += part.byteLength;
+    }
+    return whole;
+  }
+
+  // What works instead when something from the app cannot arrive.
+  const APP_FILE_ADVICE =
+    "What works: text both ways, and pictures and files sent from this browser to the app. To get this one, open this page in the phone's browser instead of the app and send it from there.";
+  const APP_TEXT_ADVICE =
+    "Shorter messages (a few thousand characters) arrive whole, or send the text as a file from this browser's side.";
+
+  function startsWithAppPrefix(bytes) {
+    return bytes.byteLength >= 4 && bytes[0] === 0x48 && bytes[1] === 0x44 && bytes[2] === 0x52 && bytes[3] === 0x7c;
+  }
+
+  // Returns {type, id, index, total, flags, payload, fromString} for one
+  // chunk in the app's framing, or null. A string message (the app sends
+  // every chunk as one) keeps its payload as text until it is needed.
+  function parseAppChunk(data) {
+    let header;
+    let payload;
+    if (typeof data === "string") {
+      if (!data.startsWith(APP_HEADER_PREFIX)) return null;
+      const end = data.indexOf("\n");
+      if (end < 0 || end > APP_MAX_HEADER_BYTES) return null;
+      header = data.slice(0, end);
+      payload = data.slice(end + 1);
+    } else {
+      const bytes = new Uint8Array(data);
+      if (!startsWithAppPrefix(bytes)) return null;
+      const end = bytes.subarray(0, APP_MAX_HEADER_BYTES + 1).indexOf(0x0a);
+      if (end < 0) return null;
+      header = new TextDecoder().decode(bytes.subarray(0, end));
+      payload = bytes.subarray(end + 1);
+    }
+    // As the app reads it: exactly six fields.
+    const fields = header.split("|");
+    if (fields.length !== 6) return null;
+    const [, type, id, indexText, totalText, flagsText] = fields;
+    if (!APP_TYPES.has(type) || !id || !/^\d{1,7}$/.test(indexText) || !/^\d{1,7}$/.test(totalText)) {
+      return null;
+    }
+    const index = Number(indexText);
+    const total = Number(totalText);
+    if (total < 1 || total > APP_MAX_CHUNKS || index >= total) return null;
+    return {
+      type,
+      id,
+      index,
+      total,
+      flags: parseAppFlags(flagsText),
+      payload,
+      fromString: typeof data === "string",
+    };
   }
 
   function showNotice(text, kind = "error") {
@@ -558,7 +695,12 @@
       this.phase = role === "requester" ? "requesting" : "connecting";
       // Perfect negotiation: on colliding offers the requester yields.
       this.polite = role === "requester";
+      // "web" or "app"; on a channel this page created, "app" is a guess
+      // until the peer shows which it is (identified).
       this.mode = "app";
+      this.identified = false;
+      this.onIdentified = [];
+      this.helloTimer = null;
       this.open = false;
       this.ended = false;
       this.channel = null;
@@ -569,8 +711,16 @@
       this.outgoing = [];
       this.sending = false;
       this.incomingFile = null;
-      this.appExpect = null;
-      this.appExpectTimer = null;
+      // Messages from the app being assembled, by messageId; ids of the
+      // ones finished or given up, so late repeats are ignored.
+      this.appIncoming = new Map();
+      this.appFinished = new Set();
+      // Every message the channel delivered to this page, to compare with
+      // the connection's own count.
+      this.delivered = { messages: 0, bytes: 0 };
+      this.lost = { messages: 0, bytes: 0 };
+      this.lossSnapshot = null;
+      this.lossTimer = null;
       this.peerOffline = false;
       this.share = null;
       this.startedAt = performance.now();
@@ -598,8 +748,10 @@
       });
       pc.addEventListener("negotiationneeded", () => this.negotiate());
       pc.addEventListener("datachannel", ({ channel }) => {
-        this.mode = channel.protocol === CHANNEL_PROTOCOL ? "web" : "app";
+        // The peer made this channel: a web client marks it with its
+        // protocol, the app (label dataChannelLabel) never does.
         this.useChannel(channel);
+        this.identify(channel.protocol === CHANNEL_PROTOCOL ? "web" : "app");
       });
       pc.addEventListener("track", (event) => this.showRemoteScreen(event));
       pc.addEventListener("connectionstatechange", () => this.connectionChanged());
@@ -760,31 +912,61 @@
       this.phase = "open";
       clearTimeout(this.connectTimer);
       stats.connectToOpenMs = Math.round(performance.now() - this.startedAt);
-      if (this.mode === "web" && this.role === "requester") {
-        this.sendControl({ kind: "hello", version: 1 });
+      if (this.identified) {
+        this.greet();
+      } else {
+        // A web client says hello at once; the app never does.
+        this.helloTimer = setTimeout(() => this.identify("app"), config.helloWaitMs);
       }
+      this.lossTimer = setInterval(() => this.checkLoss(), config.appLossCheckMs);
       addMessage("system", `— Connected with ${this.peer} —`);
       render();
       ui.messageInput.focus();
     }
 
+    identify(mode) {
+      if (this.identified) return;
+      this.identified = true;
+      this.mode = mode;
+      clearTimeout(this.helloTimer);
+      if (this.open) this.greet();
+      for (const callback of this.onIdentified.splice(0)) callback();
+      render();
+    }
+
+    greet() {
+      if (this.mode === "web" && this.role === "requester") {
+        this.sendControl({ kind: "hello", version: 1 });
+      }
+    }
+
+    whenIdentified(callback) {
+      if (this.identified) callback();
+      else this.onIdentified.push(callback);
+    }
+
     sendControl(message) {
-      if (this.channel && this.channel.readyState === "open") {
+      // Only a web client reads these; the app ignores what is not HDR,
+      // but nothing else is sent its way.
+      if (this.mode === "web" && this.channel && this.channel.readyState === "open") {
         this.channel.send(JSON.stringify(message));
       }
     }
 
     onMessage(data) {
-      if (this.appExpect) {
-        this.takeAppPayload(data);
+      this.delivered.messages += 1;
+      this.delivered.bytes += typeof data === "string" ? utf8.encode(data).byteLength : data.byteLength;
+      const webChunk =
+        typeof data !== "string" && this.incomingFile && this.incomingFile.state === "active";
+      const chunk = webChunk ? null : parseAppChunk(data);
+      if (chunk) {
+        // Only the app sends HDR chunks first; a web client says hello.
+        this.identify("app");
+        this.onAppChunk(chunk);
         return;
       }
       if (typeof data !== "string") {
         this.onChunk(data);
-        return;
-      }
-      if (data === APP_TEXT_MARKER || data === APP_IMAGE_MARKER) {
-        this.expectAppPayload(data);
         return;
       }
       let message = null;
@@ -797,8 +979,9 @@
       }
       if (message && typeof message === "object" && typeof message.kind === "string") {
         this.onControl(message);
-      } else {
-        // Neither format: show it rather than lose it.
+      } else if (data !== "META_DATA_TEXT" && data !== "META_DATA_IMAGE") {
+        // Neither format: show it rather than lose it (but not the markers
+        // of the app's format before HDR, which no released build sends).
         addMessage("peer", data, this.peer);
       }
     }
@@ -809,6 +992,9 @@
           this.end(`${this.peer} left the conversation.`);
           break;
         case "hello":
+          // Late (a slow machine) it still counts: web clients read the
+          // app's format too, so what was sent as to the app arrived.
+          this.identify("web");
           this.mode = "web";
           render();
           break;
@@ -837,122 +1023,211 @@
       }
     }
 
-    // -- The Android app's format
+    // -- The Android app's format, received
 
-    expectAppPayload(marker) {
-      this.appExpect = marker === APP_TEXT_MARKER ? "text" : "image";
-      clearTimeout(this.appExpectTimer);
-      if (this.appExpect === "image") {
-        this.appExpectTimer = setTimeout(() => {
-          this.appExpect = null;
-          this.reportLostAppImage();
-        }, config.appImageWaitMs);
+    onAppChunk(chunk) {
+      if (this.appFinished.has(chunk.id)) return;
+      let entry = this.appIncoming.get(chunk.id);
+      if (!entry) {
+        entry = {
+          id: chunk.id,
+          type: chunk.type,
+          total: chunk.total,
+          flags: chunk.flags,
+          parts: new Array(chunk.total),
+          count: 0,
+          bytes: 0,
+          damaged: false,
+          lastAt: 0,
+          transfer: null,
+        };
+        this.appIncoming.set(chunk.id, entry);
+        if (chunk.type !== "TEXT") {
+          // The size is known only at the end: until then, the most it
+          // can be.
+          entry.transfer = new Transfer(this, {
+            id: `app-${chunk.id}`,
+            name: this.appFileName(entry),
+            size: chunk.total * APP_CHUNK_BYTES,
+            type: chunk.flags.mime,
+            direction: "in",
+          });
+          entry.transfer.begin();
+        }
       }
+      // As the app does: a repeated index is ignored.
+      if (chunk.total !== entry.total || chunk.type !== entry.type) return;
+      if (entry.parts[chunk.index] !== undefined) return;
+      let bytes = chunk.payload;
+      if (chunk.fromString) {
+        // A browser that replaces bytes it cannot decode (rather than
+        // drop the message, as Chromium does) leaves U+FFFD: such a file
+        // is damaged, and is never shown as received.
+        if (entry.type !== "TEXT" && bytes.includes("\uFFFD")) entry.damaged = true;
+        bytes = utf8.encode(bytes);
+      }
+      entry.parts[chunk.index] = bytes;
+      entry.count += 1;
+      entry.bytes += bytes.byteLength;
+      entry.lastAt = performance.now();
+      if (entry.transfer) entry.transfer.bytes = entry.bytes;
+      if (entry.count === entry.total) this.finishAppMessage(entry);
     }
 
-    takeAppPayload(data) {
-      const expected = this.appExpect;
-      this.appExpect = null;
-      clearTimeout(this.appExpectTimer);
-      if (expected === "text") {
-        const text = typeof data === "string" ? data : new TextDecoder().decode(data);
-        addMessage("peer", text, this.peer);
-        return;
-      }
-      if (typeof data === "string") {
-        // The app sends image bytes as a text message; a browser drops or
-        // mangles such a message, so the next string may be a new marker.
-        this.reportLostAppImage();
-        if (data === APP_TEXT_MARKER || data === APP_IMAGE_MARKER) this.expectAppPayload(data);
-        return;
-      }
-      const type = sniffImageType(data) || "application/octet-stream";
-      const extension = type.startsWith("image/") ? type.slice(6).replace("jpeg", "jpg") : "bin";
+    appFileName(entry) {
+      if (entry.flags.name) return safeFileName(entry.flags.name);
       const stamp = new Date().toISOString().replace(/[-:]/g, "").slice(0, 15);
-      const transfer = new Transfer(this, {
-        id: randomId(),
-        name: `image-${stamp}.${extension}`,
-        size: data.byteLength,
-        type,
-        direction: "in",
-      });
-      transfer.begin();
-      transfer.bytes = data.byteLength;
-      transfer.complete(new Blob([data], { type }));
+      return `${entry.type.toLowerCase()}-${stamp}`;
     }
 
-    reportLostAppImage() {
-      addMessage(
-        "system",
-        `${this.peer} sent an image this browser cannot read: the Android app sends pictures as text messages, which browsers cannot turn back into pictures.`,
-      );
+    finishAppMessage(entry) {
+      this.appIncoming.delete(entry.id);
+      this.appFinished.add(entry.id);
+      if (entry.damaged) {
+        this.failAppMessage(entry, "it arrived damaged");
+        return;
+      }
+      if (entry.type === "TEXT") {
+        addMessage("peer", new TextDecoder().decode(concat(entry.parts)), this.peer);
+        return;
+      }
+      const sniffed = entry.parts[0] ? sniffImageType(entry.parts[0].slice(0, 12).buffer) : null;
+      // Only well-known images keep a type (for the preview); anything
+      // else is opaque bytes, never a page of this site.
+      const type = entry.type === "IMAGE" && sniffed ? sniffed : "application/octet-stream";
+      const transfer = entry.transfer;
+      transfer.resize(entry.bytes);
+      transfer.complete(new Blob(entry.parts, { type }));
     }
 
-    appImageLimit() {
-      const limit = this.pc.sctp && this.pc.sctp.maxMessageSize;
-      return Math.min(limit || 65536, 16 * 1024 * 1024);
+    failAppMessage(entry, why) {
+      this.appIncoming.delete(entry.id);
+      this.appFinished.add(entry.id);
+      const what =
+        entry.type === "TEXT"
+          ? `A long message from ${this.peer}`
+          : `${entry.transfer.name} from ${this.peer}`;
+      const advice = entry.type === "TEXT" ? APP_TEXT_ADVICE : APP_FILE_ADVICE;
+      if (entry.transfer) entry.transfer.fail(`Not received: ${why}.`);
+      addMessage("system", `${what} could not be received: ${why}. ${advice}`);
+    }
+
+    async checkLoss() {
+      // The connection counts every message it received; a browser drops
+      // a string message whose bytes are not UTF-8 before the page sees
+      // it (Chromium does), and the app sends file bytes as strings. A
+      // count above the delivered one that outlasts a whole interval in
+      // which nothing more was delivered (so no event was still queued)
+      // is a loss.
+      if (this.ended || !this.channel || this.mode === "web") return;
+      let counted = null;
+      try {
+        (await this.pc.getStats()).forEach((report) => {
+          if (report.type === "data-channel" && (counted === null || report.dataChannelIdentifier === this.channel.id)) {
+            counted = report;
+          }
+        });
+      } catch {
+        return;
+      }
+      if (this.ended) return;
+      const now = performance.now();
+      const seen = this.delivered.messages + this.lost.messages;
+      const previous = this.lossSnapshot;
+      if (previous && previous.messages > seen && previous.delivered === this.delivered.messages) {
+        const messages = previous.messages - seen;
+        const bytes = Math.max(0, previous.bytes - this.delivered.bytes - this.lost.bytes);
+        this.lost.messages += messages;
+        this.lost.bytes += bytes;
+        this.reportLoss(bytes);
+      }
+      this.lossSnapshot =
+        counted && counted.messagesReceived > this.delivered.messages + this.lost.messages
+          ? {
+              messages: counted.messagesReceived,
+              bytes: counted.bytesReceived,
+              delivered: this.delivered.messages,
+            }
+          : null;
+      for (const entry of Array.from(this.appIncoming.values())) {
+        if (now - entry.lastAt > config.appStallMs) {
+          this.failAppMessage(entry, "its parts stopped arriving");
+        }
+      }
+    }
+
+    reportLoss(bytes) {
+      const incomplete = Array.from(this.appIncoming.values());
+      const why = "the Android app sends pictures and files as text messages, and this browser throws away the parts that are not text";
+      for (const entry of incomplete) this.failAppMessage(entry, why);
+      if (!incomplete.length) {
+        const size = bytes ? ` (about ${formatBytes(bytes)})` : "";
+        addMessage(
+          "system",
+          `${this.peer} sent something this browser could not receive${size}: ${why}. ${APP_FILE_ADVICE}`,
+        );
+      }
     }
 
     // -- Sending
 
     sendText(text) {
       if (!this.open) return;
-      if (this.mode === "web") {
-        this.sendControl({ kind: "text", text });
-      } else {
-        this.channel.send(APP_TEXT_MARKER);
-        this.channel.send(text);
-      }
       addMessage("me", text, "You");
+      this.whenIdentified(() => {
+        if (this.ended || !this.open) return;
+        if (this.mode === "web") {
+          this.sendControl({ kind: "text", text });
+          return;
+        }
+        // Binary chunks: a cut through a character would make a string
+        // message invalid; the app reads the bytes either way.
+        const bytes = utf8.encode(text);
+        const id = randomUuid();
+        const total = Math.max(1, Math.ceil(bytes.byteLength / APP_CHUNK_BYTES));
+        for (let index = 0; index < total; index += 1) {
+          const payload = bytes.subarray(index * APP_CHUNK_BYTES, (index + 1) * APP_CHUNK_BYTES);
+          this.channel.send(appChunk(appHeader("TEXT", id, index, total, "0"), payload));
+        }
+      });
     }
 
     sendFiles(files) {
-      for (const file of files) {
-        if (this.mode !== "web") {
-          this.sendImageToApp(file);
-          continue;
-        }
-        const transfer = new Transfer(this, {
-          id: randomId(),
-          name: safeFileName(file.name),
-          size: file.size,
-          type: file.type || "application/octet-stream",
-          direction: "out",
-          file,
-        });
-        this.outgoing.push(transfer);
-      }
-      this.pump();
+      this.whenIdentified(() => {
+        for (const file of files) this.queueFile(file);
+        this.pump();
+      });
     }
 
-    async sendImageToApp(file) {
+    queueFile(file) {
       const name = safeFileName(file.name);
-      if (!IMAGE_TYPES.has(file.type)) {
-        addMessage("system", `${name} was not sent: the Android app takes only text and JPEG, PNG, GIF or WebP images.`);
-        return;
-      }
-      const limit = this.appImageLimit();
-      if (file.size > limit) {
-        addMessage("system", `${name} was not sent: the Android app takes images of up to ${formatBytes(limit)} in one piece.`);
+      const toApp = this.mode !== "web";
+      if (toApp && file.size > config.appMaxBytes) {
+        addMessage(
+          "system",
+          `${name} was not sent: at ${formatBytes(file.size)} it is more than the Android app can hold in a phone's memory (${formatBytes(config.appMaxBytes)} at most). Open this page in the phone's browser instead of the app: between two browsers larger files work.`,
+        );
         return;
       }
       const transfer = new Transfer(this, {
         id: randomId(),
         name,
         size: file.size,
-        type: file.type,
+        type: file.type || "application/octet-stream",
         direction: "out",
         file,
       });
-      transfer.begin();
-      const bytes = await file.arrayBuffer();
-      if (!this.open || transfer.state !== "active") return;
-      // Binary, unlike the app's own text messages: the app reads the
-      // bytes either way, and binary keeps them intact.
-      this.channel.send(APP_IMAGE_MARKER);
-      this.channel.send(bytes);
-      transfer.handedOff = bytes.byteLength;
-      transfer.unconfirmed = true;
+      if (toApp && file.size > config.appWarnBytes) {
+        transfer.askFirst(
+          `${formatBytes(file.size)} may be too big for a phone: the Android app holds a whole file in memory while it receives it, and a phone may stop the app before it is saved.`,
+          () => {
+            this.outgoing.push(transfer);
+            this.pump();
+          },
+        );
+        return;
+      }
+      this.outgoing.push(transfer);
     }
 
     chunkSize() {
@@ -979,6 +1254,10 @@
     }
 
     async sendOne(transfer) {
+      if (this.mode !== "web") {
+        await this.sendOneToApp(transfer);
+        return;
+      }
       const channel = this.channel;
       const chunkSize = this.chunkSize();
       transfer.begin();
@@ -1007,6 +1286,44 @@
         return;
       }
       this.sendControl({ kind: "end", id: transfer.id });
+    }
+
+    async sendOneToApp(transfer) {
+      // The app's framing: TEXT, IMAGE, VIDEO or FILE by type, the type
+      // and name in the flags, every chunk a (binary) message of its own.
+      const channel = this.channel;
+      const type = appTypeFor(transfer.type);
+      const flags = appFlags(transfer.file.type, transfer.name);
+      const id = randomUuid();
+      const total = Math.max(1, Math.ceil(transfer.size / APP_CHUNK_BYTES));
+      // Whole chunks per read, so only the last chunk is short.
+      const readSize = Math.max(1, Math.floor(config.readSize / APP_CHUNK_BYTES)) * APP_CHUNK_BYTES;
+      transfer.begin();
+      let index = 0;
+      try {
+        do {
+          const offset = index * APP_CHUNK_BYTES;
+          const piece = new Uint8Array(
+            await transfer.file.slice(offset, offset + readSize).arrayBuffer(),
+          );
+          if (!piece.byteLength && index > 0) throw new Error("it changed while being sent");
+          for (let at = 0; at < piece.byteLength || index === 0; at += APP_CHUNK_BYTES) {
+            if (channel.bufferedAmount > config.highWaterBytes) await drained(channel);
+            if (transfer.state !== "active" || channel.readyState !== "open") return;
+            const payload = piece.subarray(at, at + APP_CHUNK_BYTES);
+            channel.send(appChunk(appHeader(type, id, index, total, flags), payload));
+            transfer.handedOff += payload.byteLength;
+            index += 1;
+            if (index === total) break;
+          }
+        } while (index < total);
+      } catch (error) {
+        // The app keeps the chunks that came and waits for the rest.
+        transfer.fail(`Could not read the file: ${error.message}`);
+        return;
+      }
+      // Shown as sent once the channel's buffer has let it go.
+      transfer.unconfirmed = true;
     }
 
     // -- Receiving
@@ -1060,9 +1377,19 @@
     }
 
     cancelTransfer(transfer) {
+      if (transfer.state === "confirm") {
+        transfer.cancel("Not sent.");
+        return;
+      }
       if (transfer.state !== "active" && transfer.state !== "queued") return;
       const started = transfer.state === "active";
       transfer.cancel("Cancelled by you.");
+      if (transfer.direction === "in" && transfer.id.startsWith("app-")) {
+        // The app cannot be told: the rest of its chunks are ignored.
+        const id = transfer.id.slice(4);
+        this.appIncoming.delete(id);
+        this.appFinished.add(id);
+      }
       if (transfer.direction === "in" || started) {
         this.sendControl({ kind: "cancel", id: transfer.id });
       }
@@ -1157,7 +1484,8 @@
       this.ended = true;
       clearTimeout(this.requestTimer);
       clearTimeout(this.connectTimer);
-      clearTimeout(this.appExpectTimer);
+      clearTimeout(this.helloTimer);
+      clearInterval(this.lossTimer);
       for (const transfer of transfers.values()) {
         if (transfer.session === this) transfer.fail(`Stopped: ${message || "you disconnected."}`);
       }
@@ -1230,6 +1558,7 @@
         "aria-label": `${label}: ${this.name}`,
       });
       this.detail = el("span", { class: "detail", "aria-live": "off" });
+      this.sizeLabel = el("span", { class: "size", text: `${label} · ${formatBytes(this.size)}` });
       this.actions = el("span", { class: "row" });
       this.cancelButton = el("button", {
         type: "button",
@@ -1246,11 +1575,39 @@
           "div",
           { class: "row spread" },
           el("span", { class: "name", text: this.name }),
-          el("span", { class: "size", text: `${label} · ${formatBytes(this.size)}` }),
+          this.sizeLabel,
         ),
         this.progress,
         el("div", { class: "row spread" }, this.detail, this.actions),
       );
+    }
+
+    askFirst(warning, proceed) {
+      // Held until the person decides; Cancel (already there) declines.
+      this.state = "confirm";
+      this.note = `${warning} Send anyway?`;
+      this.actions.prepend(
+        el("button", {
+          type: "button",
+          class: "send-anyway",
+          text: "Send anyway",
+          onclick: (event) => {
+            event.currentTarget.remove();
+            if (this.state !== "confirm") return;
+            this.state = "queued";
+            this.update();
+            proceed();
+          },
+        }),
+      );
+      this.update();
+    }
+
+    resize(size) {
+      this.size = size;
+      this.progress.max = String(Math.max(size, 1));
+      const label = this.direction === "out" ? `To ${this.peer}` : `From ${this.peer}`;
+      this.sizeLabel.textContent = `${label} · ${formatBytes(size)}`;
     }
 
     begin() {
@@ -1291,6 +1648,9 @@
         case "queued":
           text = "Waiting for the files before it…";
           break;
+        case "confirm":
+          text = this.note;
+          break;
         case "active": {
           const speed = this.speed();
           text = `${percent} %`;
@@ -1310,7 +1670,7 @@
           text = this.note;
       }
       this.detail.textContent = text;
-      this.cancelButton.hidden = this.state !== "active" && this.state !== "queued";
+      this.cancelButton.hidden = !["active", "queued", "confirm"].includes(this.state);
     }
 
     finish(state, note = "") {
@@ -1346,13 +1706,15 @@
     }
 
     fail(reason) {
-      if (this.state !== "active" && this.state !== "queued") return;
+      if (!["active", "queued", "confirm"].includes(this.state)) return;
       this.chunks = [];
       this.finish("failed", reason);
     }
 
     cancel(reason) {
-      if (this.state !== "active" && this.state !== "queued") return;
+      if (!["active", "queued", "confirm"].includes(this.state)) return;
+      const button = this.actions.querySelector(".send-anyway");
+      if (button) button.remove();
       this.chunks = [];
       this.finish("cancelled", reason);
     }
@@ -1396,9 +1758,8 @@
     ui.shareButton.hidden = !web;
     ui.shareButton.disabled = live.share !== null;
     ui.sharingState.hidden = live.share === null;
-    ui.appPeerHint.hidden = web;
-    if (!web && live.open) ui.appImageLimit.textContent = formatBytes(live.appImageLimit());
-    ui.fileInput.accept = web ? "" : Array.from(IMAGE_TYPES).join(",");
+    ui.appPeerHint.hidden = web || !live.identified;
+    ui.appWarnSize.textContent = formatBytes(config.appWarnBytes);
   }
 
   ui.signInForm.addEventListener("submit", (event) => {
