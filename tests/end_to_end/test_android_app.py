@@ -21,7 +21,7 @@ from tests.android_app import (
     frame_message,
     parse_flags,
 )
-from tests.test_webrtc_peers import assert_app_frame_shapes
+from tests.end_to_end.test_webrtc_peers import assert_app_frame_shapes
 
 
 def test_a_message_is_cut_into_chunks_of_at_most_16000_bytes():

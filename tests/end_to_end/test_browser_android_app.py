@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_browser
 from tests.android_app import CHUNK_BYTES, AndroidApp
 from tests.browsers import WebClient, open_client
-from tests.test_browser import tiny_png
+from tests.end_to_end import test_browser
+from tests.end_to_end.test_browser import tiny_png
 
 # The browser tests' fixtures: a collected server, Chromium, pages.
 static_files = test_browser.static_files

@@ -20,8 +20,8 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from signaling.core.ice import turn_rest_credential
 from tests.clients import Client
+from tests.end_to_end.test_webrtc_peers import assert_app_frame_shapes
 from tests.peers import FileReceiver, Peer, send_file
-from tests.test_webrtc_peers import assert_app_frame_shapes
 
 ONE_MIB = 1024 * 1024
 

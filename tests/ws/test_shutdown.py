@@ -16,8 +16,8 @@ import websockets
 
 from signaling.ws.shutdown import drain_batch_size
 from tests.clients import Client
+from tests.end_to_end.test_scale_out import eventually, live_session
 from tests.servers import ROOT
-from tests.test_scale_out import eventually, live_session
 
 
 async def test_a_stopping_single_instance_tells_every_client_to_reconnect(start_server):
