@@ -150,6 +150,10 @@ def ours_environment(database_url: str, redis_url: str | None = None) -> dict[st
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
+    # The speedups switch is the one setting passed through: the same
+    # benchmark, stock (off) or patched (on, the default).
+    if "SIGNALING_SPEEDUPS" in os.environ:
+        env["SIGNALING_SPEEDUPS"] = os.environ["SIGNALING_SPEEDUPS"]
     return env
 
 

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from .live_sessions import live_sessions_disconnect
-from .models import LiveSession
+from signaling.models import LiveSession
+from signaling.presence.live_sessions import live_sessions_disconnect
 
 DISCONNECT_REASON = "Disconnected by an administrator"
 

@@ -11,7 +11,7 @@ class SignalingConfig(AppConfig):
         from django.contrib.auth import get_user_model
         from django.db.models.signals import post_delete, post_save
 
-        from .accounts import account_names
+        from signaling.presence.accounts import account_names
 
         user_model = get_user_model()
         post_save.connect(account_names.invalidate, sender=user_model, weak=False)
@@ -21,9 +21,9 @@ class SignalingConfig(AppConfig):
         # sign-in or scrape.
         from django.conf import settings
 
-        from .connection_info import trusted_proxies
-        from .ice import IceConfig
-        from .metrics import parse_networks
+        from signaling.core.ice import IceConfig
+        from signaling.observability.metrics import parse_networks
+        from signaling.ws.connection_info import trusted_proxies
 
         try:
             IceConfig.from_settings(settings)

@@ -11,11 +11,13 @@ from django.views.decorators.http import require_safe
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
-from . import shutdown
-from .connection_info import client_address
-from .metrics import access_status as metrics_access_status
-from .metrics import readiness_observed as metrics_readiness_observed
-from .presence import registry
+from signaling.observability.metrics import access_status as metrics_access_status
+from signaling.observability.metrics import (
+    readiness_observed as metrics_readiness_observed,
+)
+from signaling.presence.registry import registry
+from signaling.ws import shutdown
+from signaling.ws.connection_info import client_address
 
 # A health probe must answer well inside a platform's check timeout.
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0

@@ -9,9 +9,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "signaling_site.settings")
 # Set up Django before importing anything that touches models.
 django_asgi_app = get_asgi_application()
 
-from signaling import server_tuning, shutdown  # noqa: E402
-from signaling.origins import OriginCheckMiddleware  # noqa: E402
-from signaling.routing import protocol_router, websocket_application  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from signaling import speedups  # noqa: E402
+from signaling.ws import shutdown  # noqa: E402
+from signaling.ws.origins import OriginCheckMiddleware  # noqa: E402
+from signaling.ws.routing import protocol_router, websocket_application  # noqa: E402
 
 shutdown.install()
 
@@ -20,4 +23,6 @@ application = protocol_router(
     websocket=OriginCheckMiddleware(websocket_application),
 )
 
-server_tuning.apply()
+# Only in a Daphne server process, as SIGNALING_SPEEDUPS says (on, off,
+# require); see signaling/speedups/__init__.py.
+speedups.install(settings.SIGNALING_SPEEDUPS)

@@ -6,7 +6,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from signaling.redis_connection import RedisConfig
+from signaling.presence.redis_connection import RedisConfig
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -141,7 +141,7 @@ if os.environ.get("RENDER_EXTERNAL_HOSTNAME"):
     CSRF_TRUSTED_ORIGINS.append(f"https://{os.environ['RENDER_EXTERNAL_HOSTNAME']}")
 
 # Channel layer: in-memory for one process; Redis when several share users,
-# given as one URL or as Sentinels (signaling/redis_connection.py).
+# given as one URL or as Sentinels (signaling/presence/redis_connection.py).
 try:
     REDIS = RedisConfig.from_environment(os.environ)
 except ValueError as error:
@@ -185,8 +185,8 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             # Channels' in-memory layer with per-message cost independent of
-            # the number of connections (signaling/layers.py).
-            "BACKEND": "signaling.layers.SignalingInMemoryChannelLayer",
+            # the number of connections (signaling/ws/channels_layer.py).
+            "BACKEND": "signaling.ws.channels_layer.SignalingInMemoryChannelLayer",
             "CONFIG": {
                 "capacity": SIGNALING_CHANNEL_CAPACITY,
                 "expiry": SIGNALING_MESSAGE_EXPIRY_SECONDS,
@@ -200,7 +200,7 @@ SIGNALING_ALLOW_GUESTS = env_bool("SIGNALING_ALLOW_GUESTS", True)
 SIGNALING_ALLOWED_ORIGINS = env_list("SIGNALING_ALLOWED_ORIGINS")
 SIGNALING_ALLOW_MISSING_ORIGIN = env_bool("SIGNALING_ALLOW_MISSING_ORIGIN", True)
 # Addresses, CIDR ranges or * (the socket peer is always a proxy): see
-# signaling/forwarded.py and the README. Checked at start (apps.py).
+# signaling/core/forwarded.py and the README. Checked at start (apps.py).
 SIGNALING_TRUSTED_PROXIES = tuple(env_list("SIGNALING_TRUSTED_PROXIES"))
 SIGNALING_HEARTBEAT_SECONDS = env_number("SIGNALING_HEARTBEAT_SECONDS", 3)
 # A process silent for three heartbeats is dead; its sessions are swept.
@@ -230,18 +230,28 @@ SIGNALING_FRAME_BURST = env_number("SIGNALING_FRAME_BURST", 200)
 SIGNALING_RATE_LIMIT_CLOSE_AFTER = env_number("SIGNALING_RATE_LIMIT_CLOSE_AFTER", 50)
 SIGNALING_SIGN_IN_TIMEOUT_SECONDS = env_number("SIGNALING_SIGN_IN_TIMEOUT_SECONDS", 10)
 # On SIGTERM, clients are told to reconnect elsewhere in batches spread over
-# at most this long (at least 100 a second: signaling/shutdown.py), well
+# at most this long (at least 100 a second: signaling/ws/shutdown.py), well
 # inside the platform's grace before SIGKILL (render.yaml's
 # maxShutdownDelaySeconds).
 SIGNALING_DRAIN_SECONDS = env_number("SIGNALING_DRAIN_SECONDS", 30)
 
-# The event loop Daphne's reactor runs on (signaling/event_loop.py).
+# Patches of Daphne, Twisted, Autobahn and CPython globals, applied only in
+# a Daphne server process (signaling/speedups/): on (when the installed
+# versions are the ones they were written against), off, or require
+# (refuse to start on another version).
+SIGNALING_SPEEDUPS = os.environ.get("SIGNALING_SPEEDUPS", "on").strip().lower()
+if SIGNALING_SPEEDUPS not in {"on", "off", "require"}:
+    raise ImproperlyConfigured(
+        f"SIGNALING_SPEEDUPS must be on, off or require, not {SIGNALING_SPEEDUPS!r}"
+    )
+# The event loop Daphne's reactor runs on, with speedups on
+# (signaling/speedups/twisted_uvloop.py).
 SIGNALING_EVENT_LOOP = os.environ.get("SIGNALING_EVENT_LOOP", "uvloop").strip().lower()
 if SIGNALING_EVENT_LOOP not in {"uvloop", "asyncio"}:
     raise ImproperlyConfigured(
         f"SIGNALING_EVENT_LOOP must be uvloop or asyncio, not {SIGNALING_EVENT_LOOP!r}"
     )
-# Garbage collector (signaling/collector.py): survivors frozen out of the
+# Garbage collector (signaling/speedups/cpython_gc.py): survivors frozen out of the
 # collector every N seconds (0: off), everything collected in full every M.
 SIGNALING_GC_FREEZE_SECONDS = env_number("SIGNALING_GC_FREEZE_SECONDS", 1)
 SIGNALING_GC_RECLAIM_SECONDS = env_number("SIGNALING_GC_RECLAIM_SECONDS", 3600)
@@ -252,7 +262,7 @@ SIGNALING_MAX_FAILED_SIGN_INS_PER_NAME = int(
 # Per address, against guessing across names; an address may be a
 # carrier-grade NAT or a campus, so it is higher, and over it only password
 # attempts for names not signed in from there lately are refused
-# (signaling/guards.py, SECURITY.md).
+# (signaling/ws/guards.py, SECURITY.md).
 SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS = int(
     env_number("SIGNALING_MAX_FAILED_SIGN_INS_PER_ADDRESS", 50)
 )
@@ -266,7 +276,7 @@ SIGNALING_MAX_CONNECTIONS_PER_ADDRESS = int(
 )
 SIGNALING_MAX_CONNECTIONS = int(env_number("SIGNALING_MAX_CONNECTIONS", 20000))
 
-# ICE servers handed to clients (signaling/ice.py); checked at start.
+# ICE servers handed to clients (signaling/core/ice.py); checked at start.
 SIGNALING_STUN_URLS = env_list("SIGNALING_STUN_URLS")
 SIGNALING_TURN_URLS = env_list("SIGNALING_TURN_URLS")
 SIGNALING_TURN_USERNAME = os.environ.get("SIGNALING_TURN_USERNAME", "")
@@ -292,13 +302,14 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "signaling.log_format.JsonFormatter"},
+        "json": {"()": "signaling.observability.log_format.JsonFormatter"},
     },
     "handlers": {
         "console": {
-            # A StreamHandler on stderr that writes each event-loop turn's
-            # lines with one system call (signaling/log_output.py).
-            "class": "signaling.log_output.LoopBatchedStreamHandler",
+            # logging.StreamHandler on stderr; with speedups on under Daphne
+            # it writes each event-loop turn's lines with one system call
+            # (signaling/speedups/cpython_logging.py).
+            "class": "signaling.speedups.cpython_logging.LoopBatchedStreamHandler",
             "formatter": SIGNALING_LOG_FORMAT,
         },
     },

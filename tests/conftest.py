@@ -2,12 +2,13 @@ import os
 
 import pytest
 from asgiref.sync import async_to_sync
-from hypothesis import settings as hypothesis_settings
 from channels.layers import get_channel_layer
+from hypothesis import settings as hypothesis_settings
 
-from signaling import guards, live_sessions
-from signaling.live_sessions import heartbeat_stop
-from signaling.presence import registry
+from signaling.presence import live_sessions
+from signaling.presence.live_sessions import heartbeat_stop
+from signaling.presence.registry import registry
+from signaling.ws import guards
 from tests.redis_server import RedisServer
 from tests.servers import DaphneServer, base_environment, migrate, sqlite_copy
 from tests.turn_server import TurnServer
@@ -54,12 +55,15 @@ def start_server(migrated_sqlite, tmp_path):
     """Start real Daphne processes; each is stopped after the test."""
     servers: list[DaphneServer] = []
 
-    def start(*, database_url: str | None = None, extra_args=(), **env) -> DaphneServer:
+    def start(
+        *, database_url: str | None = None, extra_args=(), launcher=None, **env
+    ) -> DaphneServer:
         database_url = database_url or sqlite_copy(migrated_sqlite, tmp_path)
         server = DaphneServer(
             env=base_environment(DATABASE_URL=database_url, **env),
             log_path=tmp_path / f"daphne-{len(servers)}.log",
             extra_args=extra_args,
+            **({"launcher": launcher} if launcher else {}),
         )
         servers.append(server)
         return server

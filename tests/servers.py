@@ -29,6 +29,9 @@ def base_environment(**overrides: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("DJANGO_", "SIGNALING_", "REDIS_", "DATABASE_URL"))
     }
+    # The mode under test (scripts/test runs the Daphne tests in both).
+    if "SIGNALING_SPEEDUPS" in os.environ:
+        env["SIGNALING_SPEEDUPS"] = os.environ["SIGNALING_SPEEDUPS"]
     env.update(
         DJANGO_SETTINGS_MODULE="signaling_site.settings",
         DJANGO_SECRET_KEY="end-to-end-test-secret-key-" + "x" * 30,
@@ -58,13 +61,15 @@ def sqlite_copy(template: Path, directory: Path) -> str:
 class DaphneServer:
     """One ``daphne signaling_site.asgi:application`` subprocess."""
 
-    def __init__(self, *, env: dict[str, str], log_path: Path, extra_args=()):
+    def __init__(
+        self, *, env: dict[str, str], log_path: Path, extra_args=(), launcher=(str(DAPHNE),)
+    ):
         self.port = free_port()
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [
-                str(DAPHNE),
+                *launcher,
                 "-b",
                 "127.0.0.1",
                 "-p",

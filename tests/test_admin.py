@@ -9,8 +9,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from signaling.live_sessions import heartbeat_stop
 from signaling.models import LiveSession, ServerProcess
+from signaling.presence.live_sessions import heartbeat_stop
 from tests.communicators import signed_in
 
 pytestmark = [

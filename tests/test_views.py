@@ -56,7 +56,7 @@ async def test_livez_answers_ok_with_a_tiny_body(async_client):
 
 
 async def test_a_draining_instance_is_not_ready_but_alive(async_client, monkeypatch):
-    from signaling import shutdown
+    from signaling.ws import shutdown
 
     monkeypatch.setattr(shutdown, "_draining", True)
     for path in ("/healthz", "/readyz"):

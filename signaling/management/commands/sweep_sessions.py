@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from signaling.live_sessions import live_sessions_sweep
+from signaling.presence.live_sessions import live_sessions_sweep
 
 
 class Command(BaseCommand):
