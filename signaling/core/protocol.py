@@ -322,6 +322,20 @@ def check_username(username: str) -> None:
         raise ProtocolError(
             ErrorCode.INVALID_USERNAME, "username must not contain control characters"
         )
+    if reserved_name(username):
+        raise ProtocolError(
+            ErrorCode.INVALID_USERNAME,
+            f"usernames beginning {RESERVED_PREFIX!r} are reserved for PeerJS peers",
+        )
+
+
+# Presence names beginning with this belong to PeerJS peers (core/peerjs.py):
+# reserved, so app usernames and PeerJS ids never meet.
+RESERVED_PREFIX = "peerjs:"
+
+
+def reserved_name(username: str) -> bool:
+    return username.startswith(RESERVED_PREFIX)
 
 
 def group_name(username: str) -> str:

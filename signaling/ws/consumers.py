@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 
-from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -32,16 +31,17 @@ from signaling.ws.backpressure import pause_reading, read_slowly
 from signaling.ws.channels_consumer import LAYER_ERRORS, ResilientJsonWebsocketConsumer
 from signaling.ws.connection_info import client_address, user_agent
 from signaling.ws.ice_refresh import SessionIceServers
+from signaling.ws.sessions import (
+    first_delivery,
+    relay_send,
+    session_claim,
+    session_release,
+)
 
 logger = logging.getLogger(__name__)
 
 # How long a stopping server lets its last frames reach clients.
 SHUTDOWN_FLUSH_SECONDS = 0.5
-# Relays remembered per connection to drop a second delivery of one: Redis
-# delivers at least once when it fails over (channels-redis puts back what
-# a receiver popped but had not acknowledged), and a duplicate arrives
-# within moments of the original.
-RECENT_RELAYS_KEPT = 256
 
 
 class SignalingConsumer(ResilientJsonWebsocketConsumer):
@@ -177,12 +177,8 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             client_address=self.client_address,
             user_agent=self.user_agent,
         )
-        group = protocol.group_name(message.username)
-        # Join before claiming so the name is never claimed but unreachable.
-        await self.channel_layer.group_add(group, self.channel_name)
-        outcome = await registry.claim(session)
+        outcome = await session_claim(self.channel_layer, session)
         if not isinstance(outcome, Claimed):
-            await self.channel_layer.group_discard(group, self.channel_name)
             # A guest name held with another password: a guess that failed.
             guards.sign_in_failed(message.username, self.client_address)
             raise ProtocolError(
@@ -192,13 +188,6 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         self.session = session
         self.cancel_sign_in_deadline()
         guards.sign_in_succeeded(message.username, self.client_address)
-        if outcome.replaced_channel is not None:
-            # The old session may be on another instance: tell it through
-            # the layer, and take its place in the name's group.
-            await self.channel_layer.group_discard(group, outcome.replaced_channel)
-            await self.channel_layer.send(
-                outcome.replaced_channel, {"type": "session.replaced"}
-            )
         await self.send(text_data=self._signed_in_frame())
         metrics.sign_in_succeeded(replaced=outcome.replaced_channel is not None)
         logger.info(
@@ -222,7 +211,13 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
                 ErrorCode.USERNAME_MISMATCH,
                 f"username must be your signed-in name ({self.username})",
             )
-        target_channel = await registry.lookup(message.target)
+        # PeerJS ids live under a reserved prefix app names cannot take: an
+        # app client never reaches a PeerJS peer.
+        target_channel = (
+            None
+            if protocol.reserved_name(message.target)
+            else await registry.lookup(message.target)
+        )
         if target_channel is None:
             raise ProtocolError(
                 ErrorCode.TARGET_NOT_FOUND, protocol.TARGET_NOT_FOUND_MESSAGE
@@ -236,23 +231,9 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             "seq": self.relays_sent,
         }
         self.relays_sent += 1
-        try:
-            # Sent to the target's own channel, not its group: both layers'
-            # group_send drop messages for a full channel silently, while
-            # send raises, so the sender can be told.
-            await self.channel_layer.send(target_channel, event)
-        except ChannelFull:
-            metrics.layer_failed("full")
-            raise ProtocolError(
-                ErrorCode.TARGET_BUSY,
-                "The target is not keeping up with its messages; try again later",
-            ) from None
-        except LAYER_ERRORS:
-            metrics.layer_failed("send")
-            logger.warning("relay failed username=%s", self.username, exc_info=True)
-            raise ProtocolError(
-                ErrorCode.RELAY_FAILED, "Could not deliver the message; try again"
-            ) from None
+        await relay_send(
+            self.channel_layer, target_channel, event, username=self.username
+        )
         metrics.relayed(message.type, started=started)
         self.peers[message.target] = target_channel
         if logger.isEnabledFor(logging.DEBUG):
@@ -327,16 +308,10 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         """Called when another session relays a frame to this one."""
         if self.ended:
             return
-        key = (event["sender_channel"], event.get("seq", -1))
-        recent = self.recent_relays
+        recent = first_delivery(self.recent_relays, event)
         if recent is None:
-            recent = self.recent_relays = {}
-        elif key in recent:
-            metrics.duplicate_dropped()
             return
-        recent[key] = None
-        if len(recent) > RECENT_RELAYS_KEPT:
-            del recent[next(iter(recent))]
+        self.recent_relays = recent
         self.peers[event["sender"]] = event["sender_channel"]
         await self.send(text_data=event["frame"])
 
@@ -432,9 +407,8 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         self.ended = True
         username = self.username
         try:
-            await registry.release(username=username, channel_name=self.channel_name)
-            await self.channel_layer.group_discard(
-                protocol.group_name(username), self.channel_name
+            await session_release(
+                self.channel_layer, username=username, channel_name=self.channel_name
             )
             for peer, channel in list(self.peers.items()):
                 # A peer that has ended has released its name, and nothing
@@ -474,11 +448,8 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         username = self.username
         if release and username is not None and not self.ended:
             try:
-                await registry.release(
-                    username=username, channel_name=self.channel_name
-                )
-                await self.channel_layer.group_discard(
-                    protocol.group_name(username), self.channel_name
+                await session_release(
+                    self.channel_layer, username=username, channel_name=self.channel_name
                 )
             except LAYER_ERRORS:
                 metrics.layer_failed("release")
