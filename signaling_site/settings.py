@@ -229,6 +229,20 @@ SIGNALING_FRAMES_PER_SECOND = env_number("SIGNALING_FRAMES_PER_SECOND", 50)
 SIGNALING_FRAME_BURST = env_number("SIGNALING_FRAME_BURST", 200)
 SIGNALING_RATE_LIMIT_CLOSE_AFTER = env_number("SIGNALING_RATE_LIMIT_CLOSE_AFTER", 50)
 SIGNALING_SIGN_IN_TIMEOUT_SECONDS = env_number("SIGNALING_SIGN_IN_TIMEOUT_SECONDS", 10)
+# The PeerJS server protocol (README "PeerJS apps"): WebSocket at
+# {PATH}peerjs, HTTP at {PATH}{KEY}/id and {PATH}{KEY}/peers.
+SIGNALING_PEERJS_PATH = "/" + os.environ.get("SIGNALING_PEERJS_PATH", "/").strip("/")
+if not SIGNALING_PEERJS_PATH.endswith("/"):
+    SIGNALING_PEERJS_PATH += "/"
+SIGNALING_PEERJS_KEY = os.environ.get("SIGNALING_PEERJS_KEY", "peerjs")
+# GET {PATH}{KEY}/peers lists every connected id (peerjs-server's
+# allow_discovery); off by default, as there.
+SIGNALING_PEERJS_DISCOVERY = env_bool("SIGNALING_PEERJS_DISCOVERY", False)
+# peerjs-server's expire_timeout and alive_timeout (its CLI's defaults).
+SIGNALING_PEERJS_EXPIRE_SECONDS = env_number("SIGNALING_PEERJS_EXPIRE_SECONDS", 5)
+SIGNALING_PEERJS_ALIVE_TIMEOUT_SECONDS = env_number(
+    "SIGNALING_PEERJS_ALIVE_TIMEOUT_SECONDS", 60
+)
 # On SIGTERM, clients are told to reconnect elsewhere in batches spread over
 # at most this long (at least 100 a second: signaling/ws/shutdown.py), well
 # inside the platform's grace before SIGKILL (render.yaml's

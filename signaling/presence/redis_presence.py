@@ -176,6 +176,10 @@ return holder[1]
 
 WAIT = -1
 
+# Channel-layer events whose sender is told when they land in a dead
+# instance's queue (the app protocol's and PeerJS's relays).
+BOUNCED_EVENTS = frozenset({"signal.relay", "peerjs.relay"})
+
 
 def _user_key(username: str) -> bytes:
     return (USER_PREFIX + username).encode("utf-8")
@@ -254,6 +258,11 @@ class RedisRegistry:
             )
             self._connections[loop] = connection
         return connection
+
+    def redis_client(self) -> aioredis.Redis:
+        """This event loop's client (for other presence data, such as
+        PeerJS's offline queue)."""
+        return self._redis().client
 
     async def _run_claim(
         self, session: LocalSession, mode: str
@@ -597,7 +606,7 @@ class RedisRegistry:
                 except Exception:
                     continue
                 sender_channel = event.get("sender_channel")
-                if event.get("type") == "signal.relay" and sender_channel:
+                if event.get("type") in BOUNCED_EVENTS and sender_channel:
                     await layer.send(
                         sender_channel,
                         {"type": "relay.bounced", "target": event.get("target")},
