@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.urls import path
 
 from signaling import views
@@ -10,4 +11,12 @@ urlpatterns = [
     path("readyz", views.healthz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),
     path("app/", views.app, name="app"),
+]
+
+# PeerJS's HTTP API, beside its WebSocket at SIGNALING_PEERJS_PATH + "peerjs"
+# (signaling/ws/routing.py).
+_peerjs_api = settings.SIGNALING_PEERJS_PATH.lstrip("/") + settings.SIGNALING_PEERJS_KEY
+urlpatterns += [
+    path(f"{_peerjs_api}/id", views.peerjs_id, name="peerjs-id"),
+    path(f"{_peerjs_api}/peers", views.peerjs_peers, name="peerjs-peers"),
 ]

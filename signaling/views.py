@@ -1,5 +1,6 @@
 import asyncio
 import time
+import uuid
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -15,6 +16,7 @@ from signaling.observability.metrics import access_status as metrics_access_stat
 from signaling.observability.metrics import (
     readiness_observed as metrics_readiness_observed,
 )
+from signaling.presence.peerjs_peers import peerjs_ids
 from signaling.presence.registry import registry
 from signaling.ws import shutdown
 from signaling.ws.connection_info import client_address
@@ -142,3 +144,45 @@ async def metrics(request):
     # The classic text format unless the scraper asks for OpenMetrics.
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(REGISTRY), content_type=content_type)
+
+
+# The PeerJS server's HTTP API (peerjs-server's src/api/v1/public), mounted
+# at SIGNALING_PEERJS_PATH + SIGNALING_PEERJS_KEY by signaling/urls.py.
+
+
+def _peerjs_cors(response: HttpResponse) -> HttpResponse:
+    # As peerjs-server (the cors package's defaults): PeerJS apps usually
+    # run on another origin than their signaling server.
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Access-Control-Allow-Methods"] = "GET,HEAD,OPTIONS"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _peerjs_preflight(request) -> HttpResponse | None:
+    if request.method == "OPTIONS":
+        response = _peerjs_cors(HttpResponse(status=204))
+        response["Access-Control-Allow-Headers"] = request.headers.get(
+            "Access-Control-Request-Headers", ""
+        )
+        return response
+    if request.method not in ("GET", "HEAD"):
+        return _peerjs_cors(HttpResponse(status=405))
+    return None
+
+
+def peerjs_id(request):
+    """A fresh random id for a Peer created without one."""
+    return _peerjs_preflight(request) or _peerjs_cors(
+        HttpResponse(str(uuid.uuid4()), content_type="text/html; charset=utf-8")
+    )
+
+
+async def peerjs_peers(request):
+    """Every connected PeerJS id, when discovery is on; else 401."""
+    refused = _peerjs_preflight(request)
+    if refused is not None:
+        return refused
+    if not settings.SIGNALING_PEERJS_DISCOVERY:
+        return _peerjs_cors(HttpResponse(status=401))
+    return _peerjs_cors(JsonResponse(await peerjs_ids(), safe=False))

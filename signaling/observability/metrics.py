@@ -262,3 +262,35 @@ def access_status(
         ):
             return 401
     return 200
+
+
+# The PeerJS protocol (ws/peerjs_consumer.py): its own families, so the app
+# protocol's series keep their meaning.
+
+PEERJS_EVENTS = Counter(
+    "signaling_peerjs_events",
+    "PeerJS protocol events by kind: open, replaced (a same-token reconnect), "
+    "relayed_<TYPE>, queued (for an id not connected), expired (a sender told "
+    "EXPIRE), ignored_<reason> (frames dropped without an answer).",
+    ["event"],
+)
+
+
+def peerjs_opened(*, replaced: bool) -> None:
+    PEERJS_EVENTS.labels(event="replaced" if replaced else "open").inc()
+
+
+def peerjs_relayed(kind: str) -> None:
+    PEERJS_EVENTS.labels(event="relayed_" + kind).inc()
+
+
+def peerjs_queued() -> None:
+    PEERJS_EVENTS.labels(event="queued").inc()
+
+
+def peerjs_expired() -> None:
+    PEERJS_EVENTS.labels(event="expired").inc()
+
+
+def peerjs_ignored(reason: str) -> None:
+    PEERJS_EVENTS.labels(event="ignored_" + reason).inc()

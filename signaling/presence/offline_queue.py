@@ -139,9 +139,7 @@ class RedisOfflineQueue:
         return [_frame(entry) for entry in entries]
 
     async def expire(self, *, dst: str, sender: str) -> bool:
-        removed = await self._script(2)(
-            keys=[QUEUE_PREFIX + dst], args=[sender + "\n"]
-        )
+        removed = await self._script(2)(keys=[QUEUE_PREFIX + dst], args=[sender + "\n"])
         return bool(removed)
 
     def clear(self) -> None:

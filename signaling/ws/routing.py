@@ -10,12 +10,16 @@ plain functions that hand back the consumer's own coroutine.
 from __future__ import annotations
 
 from channels.security.websocket import WebsocketDenier
+from django.conf import settings
 
 from signaling.ws.consumers import SignalingConsumer
+from signaling.ws.peerjs_consumer import PeerJSConsumer
 
 # The Android app connects to the bare host; /ws/ is an alias for browsers
 # behind proxies that route by path.
 WEBSOCKET_PATHS = frozenset({"/", "/ws/"})
+# PeerJS clients connect to {path}peerjs?key=...&id=...&token=...
+PEERJS_PATH = settings.SIGNALING_PEERJS_PATH + "peerjs"
 
 
 def websocket_application(scope, receive, send):
@@ -25,6 +29,8 @@ def websocket_application(scope, receive, send):
         path = path[len(root_path) :]
     if path in WEBSOCKET_PATHS:
         return SignalingConsumer()(scope, receive, send)
+    if path == PEERJS_PATH:
+        return PeerJSConsumer()(scope, receive, send)
     # Any other path is refused at the handshake (HTTP 403) rather than
     # raising "No route found" inside the server.
     return WebsocketDenier()(scope, receive, send)
