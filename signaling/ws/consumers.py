@@ -449,7 +449,9 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         if release and username is not None and not self.ended:
             try:
                 await session_release(
-                    self.channel_layer, username=username, channel_name=self.channel_name
+                    self.channel_layer,
+                    username=username,
+                    channel_name=self.channel_name,
                 )
             except LAYER_ERRORS:
                 metrics.layer_failed("release")
