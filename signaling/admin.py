@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from signaling.core.protocol import reserved_name
 from signaling.models import LiveSession
 from signaling.presence.live_sessions import live_sessions_disconnect
 
@@ -27,6 +28,7 @@ class GuestOrAccountFilter(admin.SimpleListFilter):
 class LiveSessionAdmin(admin.ModelAdmin):
     list_display = [
         "username",
+        "protocol",
         "account",
         "client_address",
         "user_agent",
@@ -40,6 +42,12 @@ class LiveSessionAdmin(admin.ModelAdmin):
     ordering = ["-connected_at"]
     list_select_related = ["account", "process"]
     actions = ["disconnect"]
+
+    @admin.display(description="protocol")
+    def protocol(self, session):
+        # PeerJS ids are claimed as "peerjs:<id>" (signaling/core/peerjs.py),
+        # a prefix app usernames may not take: no column needed.
+        return "PeerJS" if reserved_name(session.username) else "app"
 
     @admin.display(description="connected for")
     def connected_for(self, session):

@@ -74,6 +74,14 @@ def test_sessions_can_be_searched_and_filtered(admin_client_logged_in):
     assert guests.status_code == 200 and "alice" in guests.content.decode()
 
 
+def test_the_list_shows_each_sessions_protocol(admin_client_logged_in):
+    make_row()
+    make_row(username="peerjs:bob", channel_name="specific.test!bob")
+    page = admin_client_logged_in.get(CHANGELIST).content.decode()
+    assert '<td class="field-protocol">PeerJS</td>' in page
+    assert '<td class="field-protocol">app</td>' in page
+
+
 def test_sessions_cannot_be_added_or_edited(admin_client_logged_in):
     row = make_row()
     assert admin_client_logged_in.get(CHANGELIST + "add/").status_code == 403
