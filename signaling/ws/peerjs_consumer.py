@@ -50,6 +50,21 @@ MAX_QUERY_BYTES = 2048
 ACCOUNT_TOKEN_MESSAGE = "ID belongs to an account; the token must be its password"
 BROKER_MESSAGE = "The server cannot reach its message broker; try again shortly"
 
+# Timer tasks (expiries, alive checks) in flight: the event loop keeps only
+# weak references to tasks, and one collected mid-run would never finish.
+_timer_tasks: set[asyncio.Task] = set()
+
+
+def _call_later(delay: float, make_coroutine) -> asyncio.TimerHandle:
+    loop = asyncio.get_running_loop()
+
+    def start():
+        task = loop.create_task(make_coroutine())
+        _timer_tasks.add(task)
+        task.add_done_callback(_timer_tasks.discard)
+
+    return loop.call_later(delay, start)
+
 
 class PeerJSConsumer(ResilientJsonWebsocketConsumer):
     """One PeerJS client connection."""
@@ -226,10 +241,9 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
         metrics.peerjs_queued()
         if dst not in self.expiring:
             self.expiring.add(dst)
-            loop = asyncio.get_running_loop()
-            loop.call_later(
+            _call_later(
                 settings.SIGNALING_PEERJS_EXPIRE_SECONDS,
-                lambda: loop.create_task(self.expire_queued(dst)),
+                lambda: self.expire_queued(dst),
             )
         # The addressee may have connected (and taken its queue) between
         # the look-up and the put: have it look again.
@@ -267,10 +281,7 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
         await self.send(text_data=peerjs.expire_frame(src=dst, dst=self.peer_id))
 
     def arm_alive_timer(self, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        self.alive_timer = loop.call_later(
-            delay, lambda: loop.create_task(self.check_alive())
-        )
+        self.alive_timer = _call_later(delay, self.check_alive)
 
     async def check_alive(self) -> None:
         """Called when the client may have been silent for too long."""
