@@ -195,7 +195,7 @@ class Server:
             return None
 
 
-def start_server(run_dir: Path) -> Server:
+def start_server(run_dir: Path, extra_env: dict[str, str] | None = None) -> Server:
     """Daphne as scripts/serve runs it; only /metrics is switched on.
 
     servers.start_ours lifts the abuse limits for the throughput benchmark;
@@ -207,6 +207,7 @@ def start_server(run_dir: Path) -> Server:
     for key in servers.ABUSE_LIMITS_OFF:
         env.pop(key, None)
     env["SIGNALING_METRICS_TOKEN"] = token
+    env.update(extra_env or {})
     port = servers.free_port()
     command = [
         str(servers.VENV_BIN / "daphne"),
@@ -789,7 +790,64 @@ async def run_l1(server: Server, recorder: Recorder, cycles: int) -> dict:
     return result
 
 
+# -- what one HTTP request leaves behind ------------------------------------
+
+
+def probe_requests(path: str, requests: int, extra_env: dict[str, str]) -> dict:
+    """Descriptors and RSS of an idle server before and after N GETs.
+
+    The long runs read /metrics every sample; this tells how much of what
+    they see the reading itself costs.
+    """
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = BENCH_DIR / ".runs" / f"longrun-probe-{stamp}"
+    run_dir.mkdir(parents=True)
+    server = start_server(run_dir, extra_env)
+    headers = {"Authorization": f"Bearer {server.metrics_token}"}
+    url = f"http://127.0.0.1:{server.process.port}{path}"
+    try:
+        time.sleep(2)
+        pid = server.process.pid
+        before = {"fds": server.fds(), "rss_mb": rss_kib(pid) / 1024}
+        for _ in range(requests):
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=5) as response:
+                response.read()
+            # Slower than the collector's once-a-second freeze would make
+            # no difference; this is what a scraper's pace looks like to it.
+            time.sleep(0.05)
+        time.sleep(2)
+        after = {"fds": server.fds(), "rss_mb": rss_kib(pid) / 1024}
+    finally:
+        server.process.stop()
+    return {
+        "path": path,
+        "requests": requests,
+        "env": extra_env,
+        "fds_per_request": round((after["fds"] - before["fds"]) / requests, 3),
+        "rss_kb_per_request": round(
+            (after["rss_mb"] - before["rss_mb"]) * 1024 / requests, 1
+        ),
+        "before": before,
+        "after": after,
+    }
+
+
 # -- summary and picture -----------------------------------------------------
+
+
+def rss_slope(samples: list[dict]) -> float | None:
+    """Least-squares growth of RSS over the run, in MB per 10 minutes."""
+    if len(samples) < 2:
+        return None
+    ts = [s["t"] for s in samples]
+    mean_t = sum(ts) / len(ts)
+    mean_r = sum(s["rss_mb"] for s in samples) / len(samples)
+    spread = sum((t - mean_t) ** 2 for t in ts)
+    if not spread:
+        return None
+    slope = sum((s["t"] - mean_t) * (s["rss_mb"] - mean_r) for s in samples) / spread
+    return round(slope * 600, 3)
 
 
 def summary(samples: list[dict], tally: Tally, load: dict) -> dict:
@@ -799,6 +857,7 @@ def summary(samples: list[dict], tally: Tally, load: dict) -> dict:
     worst = max(intervals, key=lambda s: s["relay_p99_ms"], default=None)
     return {
         "load": load,
+        "rss_slope_mb_per_10min": rss_slope(run),
         "rss_mb": {
             "start": samples[0]["rss_mb"],
             "first_run_sample": run[0]["rss_mb"] if run else None,
@@ -1016,7 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("run", choices=["l1", "l3", "plot"])
+    parser.add_argument("run", choices=["l1", "l3", "plot", "probe"])
     parser.add_argument("samples", nargs="?", help="plot: the samples .jsonl to draw")
     parser.add_argument("--minutes", type=float, default=60.0, help="l3: how long (60)")
     parser.add_argument(
@@ -1027,7 +1086,18 @@ def main(argv: list[str] | None = None) -> int:
         default=str(DEFAULT_OUT),
         help="directory for <run>-samples.jsonl, <run>.json, <run>.png",
     )
+    parser.add_argument(
+        "--path", default="/metrics", help="probe: the URL path to GET (/metrics)"
+    )
+    parser.add_argument("--requests", type=int, default=300, help="probe: how many")
+    parser.add_argument(
+        "--env", action="append", default=[], help="probe: KEY=VALUE for the server"
+    )
     args = parser.parse_args(argv)
+    if args.run == "probe":
+        extra = dict(item.split("=", 1) for item in args.env)
+        print(json.dumps(probe_requests(args.path, args.requests, extra)))
+        return 0
     if args.run == "plot":
         samples = Path(args.samples)
         plot(samples, samples.with_name(samples.name.replace("-samples.jsonl", ".png")))
