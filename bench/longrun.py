@@ -16,10 +16,12 @@ Every sample is appended to ``<out>/<run>-samples.jsonl`` and flushed at
 once, so a run that dies late still leaves its data; ``<run>.json`` (the
 summary) and ``<run>.png`` are written at the end, and
 ``python -m bench.longrun plot <samples.jsonl>`` redraws a picture from
-the samples alone.
+the samples alone. ``python -m bench.longrun probe --path /metrics``
+measures what one GET leaves behind in an idle server (descriptors, RSS),
+which the samples' own /metrics reads add to the curves.
 
 Every relayed payload carries ``{pair, direction, seq, sent_at}`` (in the
-SDP as an ``a=x-longrun:`` line, in the candidate as its foundation), so a
+SDP as an ``a=x-lr:`` line, in the candidate as its foundation), so a
 frame that never arrives is counted as lost, a second arrival as a
 duplicate and an earlier sequence number after a later one as reordered.
 Latency is one clock: sender and receiver are the same process.
@@ -813,8 +815,8 @@ def probe_requests(path: str, requests: int, extra_env: dict[str, str]) -> dict:
             request = urllib.request.Request(url, headers=headers)
             with urllib.request.urlopen(request, timeout=5) as response:
                 response.read()
-            # Slower than the collector's once-a-second freeze would make
-            # no difference; this is what a scraper's pace looks like to it.
+            # A scraper's pace, not a flood: what each request leaves is
+            # seen by the collector's once-a-second freeze in between.
             time.sleep(0.05)
         time.sleep(2)
         after = {"fds": server.fds(), "rss_mb": rss_kib(pid) / 1024}
@@ -975,7 +977,7 @@ def plot(samples_path: Path, png_path: Path) -> None:
             alpha=0.7,
         )
     cpu.set_ylabel("CPU (cores)")
-    cpu.legend(fontsize=8)
+    cpu.legend(fontsize=8, loc="upper left", framealpha=0.9)
     if by_cycles:
         timed = [
             (xi, s) for xi, s in zip(x, samples) if s.get("cycle_p50_ms") is not None
@@ -988,9 +990,14 @@ def plot(samples_path: Path, png_path: Path) -> None:
         )
         axes[5].set_ylabel("cycle (ms)")
         axes[5].legend(fontsize=8)
+    # Latency spans 1 ms to seconds on a shared machine: log scale.
+    latency_axes = [axes[3], axes[5]] if by_cycles else [axes[3]]
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.set_ylim(bottom=0)
+        if ax in latency_axes:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
     axes[-1].set_xlabel(xlabel)
     title = {
         "l1": f"L1: {header.get('cycles')} connect/sign-in/relay/close cycles",
