@@ -35,8 +35,14 @@ def index(request):
 
 
 def _database_ok() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    # Django runs this in a thread of its own for each request, and a
+    # thread's connection cannot be reused by the next request: close it
+    # rather than leave it (and its socket) to the garbage collector.
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()
 
 
 async def _channel_layer_ok() -> None:

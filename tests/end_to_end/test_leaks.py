@@ -10,6 +10,7 @@ still be freed by reference counting.
 import asyncio
 import json
 import os
+import urllib.error
 import urllib.request
 
 import pytest
@@ -67,3 +68,41 @@ async def test_thousands_of_short_sessions_leave_memory_and_registry_as_they_wer
     assert growth < bound, (baseline, growth)
     assert await asyncio.to_thread(live_sessions, server) == 0
     assert "Traceback" not in server.log()
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/livez", "/metrics"])
+async def test_health_checks_and_scrapes_leave_nothing_behind(start_server, path):
+    """A platform polls liveness and a monitor scrapes readiness and metrics
+    for the life of the process: each request must leave nothing behind.
+    Each /healthz request used to keep its thread's database connection
+    (two descriptors) and about 160 KB, frozen with the survivors."""
+    server = start_server(SIGNALING_METRICS_TOKEN="leak-test-token")
+    request = urllib.request.Request(
+        server.http_url + path, headers={"Authorization": "Bearer leak-test-token"}
+    )
+
+    def fetch() -> int:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                reply.read()
+                return reply.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    for _ in range(20):  # warm up: first-request imports and caches
+        assert await asyncio.to_thread(fetch) in {200, 503}
+    await asyncio.sleep(1.5)  # a freeze of the warm-up's survivors
+    fds, rss = open_fds(server.pid), rss_kib(server.pid)
+    for _ in range(300):
+        assert await asyncio.to_thread(fetch) in {200, 503}
+    await asyncio.sleep(1.5)
+    grown_fds = open_fds(server.pid) - fds
+    grown_kib = rss_kib(server.pid) - rss
+    # Measured after the fix: 0 descriptors, 0.3-1.1 MB for 300 requests;
+    # before it, 600 descriptors and 46 MB.
+    assert grown_fds <= 4, grown_fds
+    assert grown_kib < 5 * 1024, grown_kib
