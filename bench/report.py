@@ -221,6 +221,44 @@ def _versus(value: Any, base: Any, target: RatioTarget | None,
     }
 
 
+# Server CPU per operation (us): the server's share of a core over the
+# window divided by the rate. Less at the mercy of a busy machine than the
+# rates themselves (a disturbed server does less, but each operation costs
+# about the same); untargeted, for diagnosis.
+CPU_PER_OPERATION = (
+    ("server CPU us per relayed msg, 100 online", "relay_online", "msgs_per_s"),
+    ("server CPU us per relayed msg, 15k online", "relay_loaded", "msgs_per_s"),
+    ("server CPU us per sign-in, storm", "storm", "signins_per_s"),
+    ("server CPU us per full handshake", "handshake", "handshakes_per_s"),
+)
+
+
+def cpu_per_operation(suite: dict[str, Any] | None) -> dict[str, float | None]:
+    """``{window: us}`` of server CPU per operation for one server."""
+    found: dict[str, float | None] = {}
+    for _, window, rate_key in CPU_PER_OPERATION:
+        share = _get(suite, window, "cpu", "server_cpu")
+        rate = _get(suite, window, rate_key)
+        found[window] = (
+            round(share / rate * 1e6, 1)
+            if isinstance(share, (int, float)) and isinstance(rate, (int, float)) and rate
+            else None
+        )
+    return found
+
+
+def _cpu_rows(plan: dict[str, Any]) -> list[Row]:
+    """Rows for CPU_PER_OPERATION, labelled with this run's scale as rows() does."""
+    active = f"{plan.get('pairs', 50) * 2} online"
+    idle = plan.get("idle_clients", 15_000)
+    loaded = f"{idle / 1000:g}k online" if idle >= 1000 else f"{idle + plan.get('pairs', 50) * 2} online"
+    return [
+        Row(label.replace("100 online", active).replace("15k online", loaded),
+            ("cpu_per_operation_us", window), (window,))
+        for label, window, _ in CPU_PER_OPERATION
+    ]
+
+
 def peerjs_protocol(results: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The PeerJS protocol on our server ("ours-peerjs") against
     peerjs-server and against our own protocol ("ours"), row by row, with
@@ -229,10 +267,14 @@ def peerjs_protocol(results: dict[str, Any]) -> list[dict[str, Any]] | None:
     mine = servers.get("ours-peerjs")
     if mine is None:
         return None
-    peer, ours = servers.get("peerjs"), servers.get("ours")
     plan = results.get("plan", {})
+
+    def with_cpu(suite: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if suite is None else {**suite, "cpu_per_operation_us": cpu_per_operation(suite)}
+
+    mine, peer, ours = with_cpu(mine), with_cpu(servers.get("peerjs")), with_cpu(servers.get("ours"))
     compared = []
-    for row in rows(plan):
+    for row in rows(plan) + _cpu_rows(plan):
         value = _get(mine, *row.path)
         compared.append({
             "measure": row.label,
