@@ -1,4 +1,9 @@
-"""``python -m bench``: run both servers through every measure, print the table."""
+"""``python -m bench``: run the servers through every measure, print the table.
+
+The servers: ``ours`` (our server in its app protocol), ``ours-peerjs`` (the
+same server driven in the PeerJS protocol at its /peerjs endpoint) and
+``peerjs`` (peerjs-server, npm ``peer``).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,9 @@ from bench.system import DRIVER_CORE, raise_fd_limit
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = BENCH_DIR / "results" / "latest.json"
-SERVERS = ("ours", "peerjs")
+SERVERS = ("ours", "ours-peerjs", "peerjs")
+# Our server, and the wire protocol the driver speaks to it.
+OURS = {"ours": "signaling", "ours-peerjs": "peerjs"}
 # Descriptors each process needs besides its client sockets.
 FD_HEADROOM = 1_000
 
@@ -46,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply the idle/storm client count (15 000) by this")
     parser.add_argument("--servers", default=",".join(SERVERS),
-                        help="comma-separated subset of: ours,peerjs (default both)")
+                        help="comma-separated subset of: ours,ours-peerjs,peerjs (default all three)")
     parser.add_argument("--no-cross-instance", action="store_true",
                         help="skip measure 5 (two instances of ours through Redis)")
     parser.add_argument("--daphne-backlog", type=int, default=None,
@@ -172,12 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     database_url = migrate(run_dir, source) if "ours" in wanted else ""
     for name in wanted:
         logger.info("%s:", name)
-        server = (
-            start_ours(run_dir, database_url=database_url, backlog=args.daphne_backlog,
-                       source=source)
-            if name == "ours"
-            else start_peerjs(run_dir)
-        )
+        if name in OURS:
+            # Each of our entries starts on a fresh database, as ours did.
+            url = database_url if name == "ours" else migrate(run_dir, source, name=name)
+            server = start_ours(run_dir, database_url=url, name=name,
+                                backlog=args.daphne_backlog, source=source,
+                                protocol=OURS[name])
+        else:
+            server = start_peerjs(run_dir)
         results["servers"][name] = server_suite(server, plan)
     if "ours" in wanted and not args.no_cross_instance:
         if Path(REDIS_SERVER).exists():
@@ -186,9 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results["cross_instance"] = {"supported": None, "note": f"{REDIS_SERVER} missing"}
     results["total_s"] = round(time.monotonic() - started, 1)
+    compared = report.peerjs_protocol(results)
+    if compared is not None:
+        results["peerjs_protocol"] = compared
 
     report.write_json(results, args.output)
     print(report.table(results))
+    second = report.peerjs_protocol_table(results)
+    if second is not None:
+        print()
+        print(second)
     for note in report.notes(results):
         print(f"- {note}")
     print(f"ours: {results['environment']['source_commit']} from {source}")

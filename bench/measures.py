@@ -97,7 +97,8 @@ def handshakes(server: ServerProcess, plan: Plan) -> dict[str, Any]:
 
 def server_suite(server: ServerProcess, plan: Plan) -> dict[str, Any]:
     """Measures 1 to 4 against one server; the server is stopped at the end."""
-    results: dict[str, Any] = {"server": server.name, "backlog": server.extra.get("backlog")}
+    results: dict[str, Any] = {"server": server.name, "protocol": server.protocol,
+                               "backlog": server.extra.get("backlog")}
     quiet = lambda: wait_until_quiet([server.pid], timeout=plan.settle_timeout_s)  # noqa: E731
     try:
         results["relay_latency"] = _guarded(

@@ -1,4 +1,5 @@
-"""The results table (ours, PeerJS, ratio, target) and its JSON form."""
+"""The results tables and their JSON form: ours vs PeerJS (ratio, target),
+and the PeerJS protocol on our server ("ours-peerjs") vs PeerJS and vs ours."""
 
 from __future__ import annotations
 
@@ -147,6 +148,176 @@ def table(results: dict[str, Any]) -> str:
         else:
             value, verdict = "error", "NO"
         lines.append(("cross-instance added p50 ms (Redis)", value, "n/a", "-", "<= 2", verdict))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rendered = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines
+    ]
+    rendered.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(rendered)
+
+
+@dataclass(frozen=True)
+class RatioTarget:
+    """A target on a ratio of two servers' figures in the same run."""
+
+    text: str
+    bound: float
+    # True: the ratio must be at least ``bound`` (more is better); False: at
+    # most (latency, memory: less is better).
+    at_least: bool
+
+    def met(self, ratio: float) -> bool:
+        return ratio >= self.bound if self.at_least else ratio <= self.bound
+
+
+def _at_least(bound: float) -> RatioTarget:
+    return RatioTarget(f">= {bound:g}x", bound, True)
+
+
+def _at_most(bound: float) -> RatioTarget:
+    return RatioTarget(f"<= {bound:g}x", bound, False)
+
+
+# Issue 17: ours-peerjs as a ratio to peerjs-server in the same run.
+PEERJS_PROTOCOL_VS_PEERJS = {
+    ("relay_online", "msgs_per_s"): _at_least(0.6),
+    ("relay_loaded", "msgs_per_s"): _at_least(0.6),
+    ("relay_loaded", "rtt", "p99_ms"): _at_most(2),
+    ("storm", "signins_per_s"): _at_least(0.75),
+    ("handshake", "handshakes_per_s"): _at_least(0.5),
+}
+# Issue 17: no measure more than 10 % worse than our own protocol's figure in
+# the same run (10 % less throughput, or 10 % more latency or memory).
+PEERJS_PROTOCOL_VS_OURS = {
+    ("relay_online", "msgs_per_s"): _at_least(0.9),
+    ("relay_online", "rtt", "p99_ms"): _at_most(1.1),
+    ("relay_loaded", "msgs_per_s"): _at_least(0.9),
+    ("relay_loaded", "rtt", "p99_ms"): _at_most(1.1),
+    ("storm", "signins_per_s"): _at_least(0.9),
+    ("memory", "kib_per_client"): _at_most(1.1),
+    ("handshake", "handshakes_per_s"): _at_least(0.9),
+}
+
+
+def _ratio(value: Any, base: Any) -> float | None:
+    if isinstance(value, (int, float)) and isinstance(base, (int, float)) and base:
+        return value / base
+    return None
+
+
+def _versus(value: Any, base: Any, target: RatioTarget | None,
+            measured: dict[str, Any] | None, row: Row) -> dict[str, Any]:
+    ratio = _ratio(value, base)
+    met = None
+    if target is not None and ratio is not None:
+        met = target.met(ratio)
+        # A storm that hit its cap did not sign everyone in: no pass.
+        if row.window == ("storm",) and _get(measured, "storm", "complete") is False:
+            met = False
+    return {
+        "ratio": round(ratio, 3) if ratio is not None else None,
+        "target": target.text if target else None,
+        "met": met,
+    }
+
+
+# Server CPU per operation (us): the server's share of a core over the
+# window divided by the rate. Less at the mercy of a busy machine than the
+# rates themselves (a disturbed server does less, but each operation costs
+# about the same); untargeted, for diagnosis.
+CPU_PER_OPERATION = (
+    ("server CPU us per relayed msg, 100 online", "relay_online", "msgs_per_s"),
+    ("server CPU us per relayed msg, 15k online", "relay_loaded", "msgs_per_s"),
+    ("server CPU us per sign-in, storm", "storm", "signins_per_s"),
+    ("server CPU us per full handshake", "handshake", "handshakes_per_s"),
+)
+
+
+def cpu_per_operation(suite: dict[str, Any] | None) -> dict[str, float | None]:
+    """``{window: us}`` of server CPU per operation for one server."""
+    found: dict[str, float | None] = {}
+    for _, window, rate_key in CPU_PER_OPERATION:
+        share = _get(suite, window, "cpu", "server_cpu")
+        rate = _get(suite, window, rate_key)
+        found[window] = (
+            round(share / rate * 1e6, 1)
+            if isinstance(share, (int, float)) and isinstance(rate, (int, float)) and rate
+            else None
+        )
+    return found
+
+
+def _cpu_rows(plan: dict[str, Any]) -> list[Row]:
+    """Rows for CPU_PER_OPERATION, labelled with this run's scale as rows() does."""
+    active = f"{plan.get('pairs', 50) * 2} online"
+    idle = plan.get("idle_clients", 15_000)
+    loaded = f"{idle / 1000:g}k online" if idle >= 1000 else f"{idle + plan.get('pairs', 50) * 2} online"
+    return [
+        Row(label.replace("100 online", active).replace("15k online", loaded),
+            ("cpu_per_operation_us", window), (window,))
+        for label, window, _ in CPU_PER_OPERATION
+    ]
+
+
+def peerjs_protocol(results: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The PeerJS protocol on our server ("ours-peerjs") against
+    peerjs-server and against our own protocol ("ours"), row by row, with
+    issue 17's targets; None when ours-peerjs did not run."""
+    servers = results.get("servers", {})
+    mine = servers.get("ours-peerjs")
+    if mine is None:
+        return None
+    plan = results.get("plan", {})
+
+    def with_cpu(suite: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if suite is None else {**suite, "cpu_per_operation_us": cpu_per_operation(suite)}
+
+    mine, peer, ours = with_cpu(mine), with_cpu(servers.get("peerjs")), with_cpu(servers.get("ours"))
+    compared = []
+    for row in rows(plan) + _cpu_rows(plan):
+        value = _get(mine, *row.path)
+        compared.append({
+            "measure": row.label,
+            "path": list(row.path),
+            "ours-peerjs": value,
+            "peerjs": _get(peer, *row.path),
+            "ours": _get(ours, *row.path),
+            "flags": {
+                name: flags(suite, row.window) + _short_of(suite, row, plan)
+                for name, suite in (("ours-peerjs", mine), ("peerjs", peer), ("ours", ours))
+                if suite is not None
+            },
+            "vs_peerjs": _versus(value, _get(peer, *row.path),
+                                 PEERJS_PROTOCOL_VS_PEERJS.get(row.path), mine, row),
+            "vs_ours": _versus(value, _get(ours, *row.path),
+                               PEERJS_PROTOCOL_VS_OURS.get(row.path), mine, row),
+        })
+    return compared
+
+
+def peerjs_protocol_table(results: dict[str, Any]) -> str | None:
+    """The second table: ours-peerjs, PeerJS, ours, the two ratios, targets."""
+    compared = results.get("peerjs_protocol") or peerjs_protocol(results)
+    if not compared:
+        return None
+    header = ("PeerJS protocol", "ours-peerjs", "PeerJS", "vs PeerJS", "target", "met",
+              "ours", "vs ours", "target", "met")
+
+    def cell(entry: dict[str, Any], name: str) -> str:
+        marks = entry["flags"].get(name) or []
+        return _format(entry[name]) + (f" [{','.join(marks)}]" if marks else "")
+
+    def versus(part: dict[str, Any]) -> tuple[str, str, str]:
+        ratio = f"{part['ratio']:.2f}x" if part["ratio"] is not None else "-"
+        met = "" if part["met"] is None else "yes" if part["met"] else "NO"
+        return ratio, part["target"] or "", met
+
+    lines = [header]
+    for entry in compared:
+        lines.append((
+            entry["measure"], cell(entry, "ours-peerjs"), cell(entry, "peerjs"),
+            *versus(entry["vs_peerjs"]), cell(entry, "ours"), *versus(entry["vs_ours"]),
+        ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     rendered = [
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines

@@ -2,7 +2,9 @@
 
 Ours runs as production does (scripts/serve): Daphne with the same flags,
 DJANGO_DEBUG=0, a secret key, a migrated SQLite database, the in-memory
-channel layer unless a Redis URL is given. PeerJS runs its own CLI.
+channel layer unless a Redis URL is given; "ours-peerjs" is the same server
+driven in the PeerJS protocol at its /peerjs endpoint. PeerJS runs its own
+CLI.
 """
 
 from __future__ import annotations
@@ -176,9 +178,10 @@ def source_commit(source: Path) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def migrate(run_dir: Path, source: Path = ROOT) -> str:
-    """Create and migrate a SQLite database in ``run_dir``; return its URL."""
-    database_url = f"sqlite:///{run_dir / 'db.sqlite3'}"
+def migrate(run_dir: Path, source: Path = ROOT, name: str = "db") -> str:
+    """Create and migrate a SQLite database ``<name>.sqlite3`` in ``run_dir``;
+    return its URL."""
+    database_url = f"sqlite:///{run_dir / f'{name}.sqlite3'}"
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
         cwd=source,
@@ -191,7 +194,10 @@ def migrate(run_dir: Path, source: Path = ROOT) -> str:
 
 def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
                redis_url: str | None = None, backlog: int | None = None,
-               source: Path = ROOT) -> ServerProcess:
+               source: Path = ROOT, protocol: str = "signaling") -> ServerProcess:
+    """Our server; ``protocol`` is the one the driver speaks to it:
+    "signaling" (the app protocol at /) or "peerjs" (its PeerJS endpoint,
+    /peerjs with the default SIGNALING_PEERJS_PATH and key "peerjs")."""
     port = free_port()
     # Exactly scripts/serve's way: an endpoint with a 4096 accept backlog.
     backlog = backlog or 4096
@@ -220,7 +226,7 @@ def start_ours(run_dir: Path, *, database_url: str, name: str = "ours",
         ]
     server = _start(
         name,
-        "signaling",
+        protocol,
         command,
         port=port,
         log_path=run_dir / f"{name}.log",

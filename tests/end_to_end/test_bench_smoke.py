@@ -1,6 +1,7 @@
 """The benchmark still runs end to end (bench/, ``python -m bench --smoke``).
 
-Tiny scale, both servers, every measure: seconds, not a measurement. It
+Tiny scale, every server (ours, ours in the PeerJS protocol, PeerJS), every
+measure: seconds, not a measurement. It
 needs Node.js and npm (the load driver and the PeerJS server install from
 bench/package-lock.json); without them it fails rather than skips, so the
 benchmark cannot rot unnoticed.
@@ -44,10 +45,11 @@ def test_benchmark_smoke_run(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ours/PeerJS" in done.stdout
+    assert "PeerJS protocol" in done.stdout, "the ours-peerjs table is missing"
     results = json.loads(output.read_text())
     idle = results["plan"]["idle_clients"]
 
-    for server in ("ours", "peerjs"):
+    for server in ("ours", "ours-peerjs", "peerjs"):
         suite = _figures(results, server)
         assert suite["relay_online"]["msgs_per_s"] > 0
         assert suite["relay_online"]["rtt"]["count"] > 0
@@ -60,6 +62,12 @@ def test_benchmark_smoke_run(tmp_path):
         assert suite["handshake"]["failed"] == 0, suite["handshake"]["last_error"]
         assert suite["idle_still_open"] == idle
         assert "cpu" in suite["relay_online"], "CPU accounting over the window is missing"
+
+    assert results["servers"]["ours-peerjs"]["protocol"] == "peerjs"
+    compared = {tuple(row["path"]): row for row in results["peerjs_protocol"]}
+    relay = compared[("relay_online", "msgs_per_s")]
+    assert relay["vs_peerjs"]["ratio"] > 0 and relay["vs_peerjs"]["target"] == ">= 0.6x", relay
+    assert relay["vs_ours"]["ratio"] > 0 and relay["vs_ours"]["target"] == ">= 0.9x", relay
 
     cross = results["cross_instance"]
     # Relays cross instances through Redis: a figure, not "not supported"
