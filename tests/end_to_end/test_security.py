@@ -325,7 +325,7 @@ async def test_a_flood_from_one_client_is_held_to_the_rate_limit(start_server):
         elapsed = time.monotonic() - started
     rss_growth = rss_kib(server.pid) - rss_before
     # told was 0 in ~1 of 20 runs until the server waited longer for the
-    # close reply (server_tuning.CLOSE_HANDSHAKE_TIMEOUT_SECONDS): say what
+    # close reply (ws/backpressure.CLOSE_HANDSHAKE_TIMEOUT_SECONDS): say what
     # the flooder and the server saw if it ever happens again.
     assert flood["told"] > 0, (flood, server.log()[-3000:])
     # 4008, or 1006 when the flooder's own send buffer is still full of
