@@ -52,7 +52,14 @@ def attach(scope: dict, send) -> None:
         # this one, and the factory for the next ones.
         factory = getattr(protocol, "factory", None)
         if hasattr(factory, "setProtocolOptions"):
-            factory.setProtocolOptions(closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT_SECONDS)
+            # allowNullOrigin defaults to False in setProtocolOptions (not
+            # "unchanged"): pass Daphne's value on, or every later handshake
+            # from a "null" origin is refused by Autobahn with a bare 400
+            # instead of reaching the origin check (403 and a log line).
+            factory.setProtocolOptions(
+                closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT_SECONDS,
+                allowNullOrigin=getattr(factory, "allowNullOrigin", True),
+            )
             protocol.closeHandshakeTimeout = CLOSE_HANDSHAKE_TIMEOUT_SECONDS
 
 
