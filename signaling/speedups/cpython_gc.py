@@ -30,8 +30,8 @@ once-a-second freezes. Each freeze first collects
 the young and middle generations, which hold only what was allocated since
 the last freeze: cyclic garbage made since (every HTTP request leaves some:
 the thread Django runs its sync parts in, with its database connection) is
-freed instead of frozen; without this, each health check or metrics scrape
-kept about 160 KB and two file descriptors until the next reclaim. Frozen
+freed instead of frozen, not kept until the next reclaim (figures in
+docs/long-runs.md). Frozen
 objects are still freed by reference counting, which is how closed
 connections go (they leave no reference cycles). What freezing would keep
 is a reference cycle that forms among frozen objects later on (an HTTP
