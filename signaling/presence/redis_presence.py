@@ -78,8 +78,8 @@ RECLAIMED_KEY = "signaling:reclaimed"
 # black-holed Redis does not hang a relay forever.
 SOCKET_TIMEOUT_SECONDS = 10
 POOL_SIZE = 64
-# Sessions re-claimed at once: enough to re-claim thousands in a second or
-# two, few enough to leave pooled connections for sign-ins and relays.
+# Sessions re-claimed at once: half the pool, so that re-claiming overlaps
+# its round trips and still leaves connections for sign-ins and relays.
 RECLAIM_CONCURRENCY = 32
 # How often a sign-in waiting out a recovery window asks whether it is
 # over, and how often it tries its claim again meanwhile.
