@@ -141,6 +141,20 @@ def redis_url(request, tmp_path):
     server.stop()
 
 
+@pytest.fixture
+def instances(start_server, redis_url, shared_database_url):
+    """Start real Daphne instances sharing one Redis and one database:
+    ``a, b = instances()``, or ``instances(3, SIGNALING_X="1")``."""
+
+    def start(count=2, **env):
+        return [
+            start_server(database_url=shared_database_url, REDIS_URL=redis_url, **env)
+            for _ in range(count)
+        ]
+
+    return start
+
+
 @pytest.fixture(scope="session")
 def shared_database_url(tmp_path_factory, migrated_sqlite):
     """A database several instances share: PostgreSQL when DATABASE_URL

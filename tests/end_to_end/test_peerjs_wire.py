@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 
 from tests.clients import Client
 from tests.servers import ROOT, base_environment, sqlite_copy
@@ -44,17 +43,6 @@ def http_get(url: str) -> tuple[int, dict, bytes]:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
-
-
-@pytest.fixture
-def instances(start_server, redis_url, shared_database_url):
-    def start(count=2, **env):
-        return [
-            start_server(database_url=shared_database_url, REDIS_URL=redis_url, **env)
-            for _ in range(count)
-        ]
-
-    return start
 
 
 async def test_handshake_without_token_gets_error_then_close(server):

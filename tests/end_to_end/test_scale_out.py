@@ -60,17 +60,6 @@ async def eventually(check, *, timeout: float, interval: float = 0.1):
         await asyncio.sleep(interval)
 
 
-@pytest.fixture
-def instances(start_server, redis_url, shared_database_url):
-    def start(count=2, **env):
-        return [
-            start_server(database_url=shared_database_url, REDIS_URL=redis_url, **env)
-            for _ in range(count)
-        ]
-
-    return start
-
-
 async def signed_in(server, username, password=None) -> Client:
     client = await Client.connect(server.ws_url)
     reply = await client.sign_in(username, password)
