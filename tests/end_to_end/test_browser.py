@@ -16,16 +16,12 @@ from pathlib import Path
 from struct import pack
 
 import pytest
-from playwright.async_api import async_playwright
 
 from tests.browsers import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     TcpProxy,
     WebClient,
     collect_static,
     open_client,
-    require_chromium,
 )
 from tests.clients import Client
 from tests.peers import (
@@ -46,19 +42,6 @@ def static_files():
 @pytest.fixture
 def web_server(start_server, static_files):
     return start_server()
-
-
-@pytest.fixture
-async def browser():
-    require_chromium()
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture

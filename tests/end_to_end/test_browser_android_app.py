@@ -24,7 +24,6 @@ from tests.end_to_end.test_browser import tiny_png
 # The browser tests' fixtures: a collected server, Chromium, pages.
 static_files = test_browser.static_files
 web_server = test_browser.web_server
-browser = test_browser.browser
 open_page = test_browser.open_page
 
 MIB = 1024 * 1024

@@ -16,9 +16,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright
 
-from tests.browsers import CHROMIUM, CHROMIUM_ARGS, TcpProxy, require_chromium
+from tests.browsers import TcpProxy
 
 CLIENT_DIR = Path(__file__).resolve().parent / "peerjs_client"
 LIBRARY = CLIENT_DIR / "node_modules" / "peerjs" / "dist" / "peerjs.min.js"
@@ -62,19 +61,6 @@ def page_origin(peerjs_library):
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
-
-
-@pytest.fixture
-async def browser():
-    require_chromium()
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture
