@@ -13,7 +13,10 @@ granian, the test communicator) every function here is a no-op.
 
 from __future__ import annotations
 
+import logging
 import sys
+
+logger = logging.getLogger(__name__)
 
 # Scope key holding the connection's Twisted transport under Daphne.
 READ_PAUSE_SCOPE_KEY = "signaling.transport"
@@ -37,12 +40,24 @@ THROTTLED_READ_BYTES = 2048
 CLOSE_HANDSHAKE_TIMEOUT_SECONDS = 5
 
 
+# Logged once per process when Daphne serves but its transport cannot be
+# reached (a Daphne release that changed how it builds ``send``).
+UNAVAILABLE_MESSAGE = (
+    "read backpressure unavailable: Daphne's send no longer leads to its "
+    "connection's transport (daphne %s); flooding clients are refused but "
+    "no longer paused (SECURITY.md, Read backpressure)"
+)
+_unavailable_logged = False
+
+
 def attach(scope: dict, send) -> None:
     """Called once a WebSocket connection's application starts: remember
     its transport in the scope and read it in small pieces."""
     protocol = _daphne_protocol(send)
     transport = getattr(protocol, "transport", None)
     if transport is None or not hasattr(transport, "pauseProducing"):
+        if _sent_by_daphne(send):
+            _log_unavailable()
         return
     scope[READ_PAUSE_SCOPE_KEY] = transport
     if hasattr(transport, "bufferSize"):
@@ -61,6 +76,22 @@ def attach(scope: dict, send) -> None:
                 allowNullOrigin=getattr(factory, "allowNullOrigin", True),
             )
             protocol.closeHandshakeTimeout = CLOSE_HANDSHAKE_TIMEOUT_SECONDS
+
+
+def _sent_by_daphne(send) -> bool:
+    """Whether ``send`` comes from Daphne's server, whatever its shape."""
+    func = getattr(send, "func", send)
+    return getattr(func, "__module__", "").startswith("daphne.")
+
+
+def _log_unavailable() -> None:
+    global _unavailable_logged
+    if _unavailable_logged:
+        return
+    _unavailable_logged = True
+    from importlib.metadata import version
+
+    logger.error(UNAVAILABLE_MESSAGE, version("daphne"))
 
 
 def _daphne_protocol(send):
