@@ -142,21 +142,26 @@ def measure(source: Path, run_dir: Path, label: str, scale: float = 1.0) -> dict
         for kind, count in workloads.items():  # warm-up: imports, caches
             asyncio.run(run_workload(url, kind, max(1, count // 20), "warm"))
         time.sleep(1)
-        background_per_second = _background_rate(server.pid, output, 5 if scale >= 1 else 2)
-        per_operation = {}
+        idle_seconds = 10 if scale >= 1 else 2
+        background_before = _background_rate(server.pid, output, idle_seconds)
+        totals = {}
         for kind, count in workloads.items():
             _zero(server.pid)
             started = time.monotonic()
             asyncio.run(run_workload(url, kind, count, "m"))
-            elapsed = time.monotonic() - started
-            total = _total_instructions(server.pid, output)
-            # Timers run per second, not per operation: what they would have
-            # spent idle over the workload's wall time is taken off, or a
-            # slower machine (valgrind runs ~50x slower than the real thing)
-            # would count as costlier code.
-            net = max(0, total - background_per_second * elapsed)
-            per_operation[kind] = round(net / count)
-        per_operation["background/s"] = round(background_per_second)
+            totals[kind] = (_total_instructions(server.pid, output), time.monotonic() - started)
+        # Timers run per second, not per operation: what they spend idle
+        # (the mean of a window before and one after the workloads, as a
+        # 1 s timer lands 10 or 11 times in 10 s) over each workload's wall
+        # time is taken off, or a slower run (valgrind is ~50x slower than
+        # the real thing, more on a loaded machine) would count as costlier
+        # code.
+        background = (background_before + _background_rate(server.pid, output, idle_seconds)) / 2
+        per_operation = {
+            kind: round(max(0.0, total - background * elapsed) / workloads[kind])
+            for kind, (total, elapsed) in totals.items()
+        }
+        per_operation["background/s"] = round(background)
         return per_operation
     finally:
         server.terminate()
