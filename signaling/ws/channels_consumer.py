@@ -83,6 +83,9 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         self.scope = scope
         backpressure.attach(scope, send)
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_layer_delivers_once = getattr(
+            self.channel_layer, "delivers_once", False
+        )
         self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send
         inbox = getattr(receive, "__self__", None)

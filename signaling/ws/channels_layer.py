@@ -39,6 +39,10 @@ SWEEP_BATCH = 500
 
 
 class SignalingInMemoryChannelLayer(InMemoryChannelLayer):
+    # A message sent is handed over in this process exactly once: receivers
+    # need not look out for a second delivery (Redis may repeat one).
+    delivers_once = True
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._next_sweep = 0.0

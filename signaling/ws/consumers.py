@@ -308,10 +308,11 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         """Called when another session relays a frame to this one."""
         if self.ended:
             return
-        recent = first_delivery(self.recent_relays, event)
-        if recent is None:
-            return
-        self.recent_relays = recent
+        if not self.channel_layer_delivers_once:
+            recent = first_delivery(self.recent_relays, event)
+            if recent is None:
+                return
+            self.recent_relays = recent
         self.peers[event["sender"]] = event["sender_channel"]
         await self.send(text_data=event["frame"])
 
