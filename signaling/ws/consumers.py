@@ -33,7 +33,7 @@ from signaling.ws.connection_info import client_address, user_agent
 from signaling.ws.ice_refresh import SessionIceServers
 from signaling.ws.sessions import (
     first_delivery,
-    relay_send,
+    relay_failure,
     session_claim,
     session_release,
 )
@@ -231,9 +231,11 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
             "seq": self.relays_sent,
         }
         self.relays_sent += 1
-        await relay_send(
-            self.channel_layer, target_channel, event, username=self.username
-        )
+        try:
+            # To the target's own channel (see sessions.relay_send).
+            await self.channel_layer.send(target_channel, event)
+        except LAYER_ERRORS as error:
+            raise relay_failure(error, username=self.username) from None
         metrics.relayed(message.type, started=started)
         self.peers[message.target] = target_channel
         if logger.isEnabledFor(logging.DEBUG):

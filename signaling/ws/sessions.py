@@ -62,18 +62,24 @@ async def relay_send(layer, target_channel: str, event: dict, *, username) -> No
     """
     try:
         await layer.send(target_channel, event)
-    except ChannelFull:
+    except LAYER_ERRORS as error:
+        raise relay_failure(error, username=username) from None
+
+
+def relay_failure(error: BaseException, *, username) -> ProtocolError:
+    """What the sender is told when the layer did not take its relay (one of
+    LAYER_ERRORS); counted and, unless the target was merely full, logged.
+    For a consumer that sends itself, saving relay_send's coroutine on the
+    path every relayed frame takes."""
+    if isinstance(error, ChannelFull):
         metrics.layer_failed("full")
-        raise ProtocolError(
+        return ProtocolError(
             ErrorCode.TARGET_BUSY,
             "The target is not keeping up with its messages; try again later",
-        ) from None
-    except LAYER_ERRORS:
-        metrics.layer_failed("send")
-        logger.warning("relay failed username=%s", username, exc_info=True)
-        raise ProtocolError(
-            ErrorCode.RELAY_FAILED, "Could not deliver the message; try again"
-        ) from None
+        )
+    metrics.layer_failed("send")
+    logger.warning("relay failed username=%s", username, exc_info=error)
+    return ProtocolError(ErrorCode.RELAY_FAILED, "Could not deliver the message; try again")
 
 
 def first_delivery(recent: dict | None, event: dict) -> dict | None:
