@@ -142,8 +142,13 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
         )
         outcome = await session_claim(self.channel_layer, session)
         if not isinstance(outcome, Claimed):
-            # Held under another token: a guess that failed.
-            guards.sign_in_failed(name, self.client_address)
+            # Held under another token. Not counted as a failed sign-in, as
+            # an account's wrong password is: a guest id's token is a random
+            # string the client makes, not a password to guess, and counting
+            # collisions let anyone lock a peer out of its own id (the next
+            # attempts, its reconnects included, refused with a fatal ERROR)
+            # by trying it five times. peerjs-server answers ID-TAKEN every
+            # time; so does this.
             await self.refuse(peerjs.id_taken_frame(), "id_taken")
             return
         self.peer_id = handshake.id

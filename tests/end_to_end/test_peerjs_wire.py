@@ -146,6 +146,21 @@ async def test_id_taken_under_another_token(server):
     assert await alice.receive_nothing()
 
 
+async def test_ten_takeover_attempts_at_once_all_get_id_taken_and_lock_nobody_out(server):
+    # The PeerJS client suite's id-taken page does this; the default lockout
+    # is five failed sign-ins per name.
+    alice = await peer(server, "alice", token="first")
+    thieves = await asyncio.gather(
+        *(Client.connect(peerjs_url(server, "alice", token=f"t{n}")) for n in range(10))
+    )
+    replies = await asyncio.gather(*(thief.receive_json() for thief in thieves))
+    assert [reply["type"] for reply in replies] == ["ID-TAKEN"] * 10
+    # Her own reconnect (same token) still takes the id back.
+    again = await peer(server, "alice", token="first")
+    await alice.wait_closed()
+    await again.close()
+
+
 async def test_same_token_replaces_the_old_socket(server):
     old = await peer(server, "alice", token="same")
     bob = await peer(server, "bob")
