@@ -1,6 +1,6 @@
 """Unmask and check incoming WebSocket frames with C functions under Daphne.
 
-Upstream: autobahn 26.10.2 (``autobahn/websocket/protocol.py``:
+Upstream: autobahn 26.11.1 (``autobahn/websocket/protocol.py``:
 ``WebSocketProtocol.processData`` and ``sendMessage``, whose common case is
 repeated here, keeping its ``trafficStats`` counters), on Daphne 4.2.3's
 ``WebSocketProtocol``; websockets 17.4's C ``apply_mask``.
@@ -40,7 +40,7 @@ except ImportError:  # built without its C extension: the same, in Python
 
 _PATCHED = "_signaling_frames"
 
-UPSTREAM = {"autobahn": "26.10.2", "daphne": "4.2.3", "websockets": "17.4"}
+UPSTREAM = {"autobahn": "26.11.1", "daphne": "4.2.3", "websockets": "17.4"}
 TOUCHES = (
     "autobahn.websocket.protocol.create_xor_masker",
     "autobahn.websocket.protocol.Utf8Validator",

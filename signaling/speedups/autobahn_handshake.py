@@ -1,9 +1,10 @@
 """Autobahn's opening-handshake checks for the common request, in one pass.
 
-Upstream: autobahn 26.10.2 (``autobahn/websocket/protocol.py``:
+Upstream: autobahn 26.11.1 (``autobahn/websocket/protocol.py``:
 ``WebSocketServerProtocol.processHandshake``, whose checks and end state are
-repeated here, and its ``forward_error``, copied as ``_forward_error``),
-with txaio 26.6.1 and Twisted 26.10.0's ``maybeDeferred``.
+repeated here, with ``parseHttpHeader``'s strict header grammar (#2034),
+and its ``forward_error``, copied as ``_forward_error``), with txaio 26.6.1
+and Twisted 26.10.0's ``maybeDeferred``.
 Touches: ``autobahn.websocket.protocol._is_same_origin``,
 ``_url_to_origin``, ``WebSocketServerProtocol._parseExtensionsHeader``, and
 the protocol attributes processHandshake sets (``http_*``,
@@ -16,14 +17,16 @@ Daphne's onConnect through txaio. Here the same checks run over the lines alread
 exactly as processHandshake leaves it before calling onConnect (same
 attributes, in the same order, the same ConnectionRequest, the same
 callbacks). A request processHandshake would
-refuse, or would treat in a way not repeated here (a header given twice, a
-version other than 13, an Origin it does not allow, bytes after the
-request, a port to check against the URL, forwarded addresses), is left to
-processHandshake, so every refusal still looks as Autobahn makes it.
+refuse, or would treat in a way not repeated here (a header block
+parseHttpHeader rejects, a header given twice, a version other than 13, an
+Origin it does not allow, bytes after the request, a port to check against
+the URL, forwarded addresses), is left to processHandshake, so every refusal
+still looks as Autobahn makes it.
 """
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from urllib import parse
 
@@ -35,7 +38,17 @@ from twisted.internet.defer import maybeDeferred
 _BASE64 = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/")
 _VERSION = 13
 
-UPSTREAM = {"autobahn": "26.10.2", "txaio": "26.6.1", "twisted": "26.10.0"}
+# parseHttpHeader's grammar (autobahn 26.11.1, #2034): a field name is a
+# token (RFC 9110 5.1), directly followed by the colon; a field value holds
+# no control character but HTAB, and no DEL (RFC 9110 5.5); the request line
+# holds no control character at all. A header block that breaks one of them
+# is rejected there as a whole (a bare CR or LF in a line smuggles headers
+# past a front proxy), so it is left to processHandshake.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE_INVALID = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_START_LINE_INVALID = re.compile(r"[\x00-\x1f\x7f]")
+
+UPSTREAM = {"autobahn": "26.11.1", "txaio": "26.6.1", "twisted": "26.10.0"}
 TOUCHES = (
     "autobahn.websocket.protocol.WebSocketServerProtocol.processHandshake",
     "autobahn.websocket.protocol.WebSocketServerProtocol._parseExtensionsHeader",
@@ -68,7 +81,10 @@ def respond(protocol, data: bytes, lines: list[bytes]) -> bool:
         or data.find(b"\r\n\r\n") != len(data) - 4
     ):
         return False
-    status_line = lines[0].decode("iso-8859-1").strip()
+    status_line = lines[0].decode("iso-8859-1")
+    if _START_LINE_INVALID.search(status_line):
+        return False
+    status_line = status_line.strip(" ")
     request_line = status_line.split()
     if len(request_line) != 3 or request_line[0] != "GET" or request_line[2] != "HTTP/1.1":
         return False
@@ -76,12 +92,17 @@ def respond(protocol, data: bytes, lines: list[bytes]) -> bool:
     for line in lines[1:]:
         text = line.decode("iso-8859-1")
         colon = text.find(":")
-        if colon <= 0:
+        if colon < 0 or not _FIELD_NAME.fullmatch(text, 0, colon):
             return False
-        name = text[:colon].strip().lower()
+        # Optional whitespace is SP and HTAB only: str.strip() would also
+        # take obs-text such as NEL or NBSP off the value.
+        value = text[colon + 1 :].strip(" \t")
+        if _FIELD_VALUE_INVALID.search(value):
+            return False
+        name = text[:colon].lower()
         if name in headers:
             return False
-        headers[name] = text[colon + 1 :].strip()
+        headers[name] = value
 
     uri = request_line[1]
     # What urlparse would split off or change: a scheme or host, ;params,
@@ -94,6 +115,7 @@ def respond(protocol, data: bytes, lines: list[bytes]) -> bool:
     host = headers.get("host")
     if host is None:
         return False
+    host = host.strip()
     if ":" in host and not host.endswith("]"):
         host_name, port = host.rsplit(":", 1)
         try:
@@ -122,7 +144,7 @@ def respond(protocol, data: bytes, lines: list[bytes]) -> bool:
 
     origin = ""
     if "origin" in headers:
-        origin = headers["origin"]
+        origin = headers["origin"].strip()
         factory = protocol.factory
         try:
             origin_tuple = _url_to_origin(origin)
@@ -136,7 +158,7 @@ def respond(protocol, data: bytes, lines: list[bytes]) -> bool:
         ):
             return False
 
-    key = headers.get("sec-websocket-key", "")
+    key = headers.get("sec-websocket-key", "").strip()
     if len(key) != 24 or key[-2:] != "==" or not _BASE64.issuperset(key[:-2]):
         return False
 

@@ -1,6 +1,6 @@
 """Autobahn's debug-only formatting skipped when its debug lines are off.
 
-Upstream: autobahn 26.10.2 (``autobahn/websocket/protocol.py``,
+Upstream: autobahn 26.11.1 (``autobahn/websocket/protocol.py``,
 ``autobahn/twisted/websocket.py``).
 Touches: the module-level helpers ``pformat``, ``hltype`` and ``hlval`` of
 both modules, replaced by a function returning "".
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 
-UPSTREAM = {"autobahn": "26.10.2"}
+UPSTREAM = {"autobahn": "26.11.1"}
 TOUCHES = (
     "autobahn.websocket.protocol.pformat",
     "autobahn.websocket.protocol.hltype",

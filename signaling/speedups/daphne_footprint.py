@@ -2,7 +2,7 @@
 
 Upstream: daphne 4.2.3 (``daphne/server.py``: ``Server.create_application``,
 copied with a Mailbox for its asyncio.Queue; ``daphne/http_protocol.py``;
-``daphne/ws_protocol.py``), autobahn 26.10.2 (the protocol's attributes and
+``daphne/ws_protocol.py``), autobahn 26.11.1 (the protocol's attributes and
 ``CONFIG_ATTRS``), Twisted 26.10.0 (``twisted.web.http``'s channel and
 producer).
 Touches: ``Server.create_application`` (replaced), ``WebRequest.process``
@@ -43,7 +43,7 @@ from signaling.ws.mailbox import Mailbox
 
 _PATCHED = "_signaling_footprint"
 
-UPSTREAM = {"daphne": "4.2.3", "autobahn": "26.10.2", "twisted": "26.10.0"}
+UPSTREAM = {"daphne": "4.2.3", "autobahn": "26.11.1", "twisted": "26.10.0"}
 TOUCHES = (
     "daphne.server.Server.create_application",
     "daphne.http_protocol.WebRequest.process",

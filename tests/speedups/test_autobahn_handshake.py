@@ -69,7 +69,32 @@ TAKEN = {
         b"sec-websocket-version: 13",
     ),
     "latin-1 value": request(*BASIC, b"X-Name: caf\xe9"),
+    # obs-text is kept in a value (only SP and HTAB are trimmed), and the
+    # Host, Origin and key read from it are trimmed of it.
+    "no-break spaces around values": request(
+        b"Host: localhost\xa0",
+        *BASIC[1:3],
+        b"Sec-WebSocket-Key: " + KEY + b"\xa0",
+        BASIC[4],
+        b"Origin: http://localhost\xa0",
+        b"X-Name: \xa0caf\xe9\xa0",
+    ),
     "ws path": request(*BASIC, target=b"/ws/?token=x%20y"),
+}
+
+# Header blocks Autobahn's parseHttpHeader rejects as a whole (autobahn
+# 26.11.1, #2034); those with a bare CR or LF would let a client add an
+# X-Forwarded-For that a front proxy sees as part of another header's value.
+REJECTED = {
+    "bare LF in a value": request(*BASIC, b"X-A: 1\nX-Forwarded-For: 192.0.2.1"),
+    "bare CR in a value": request(*BASIC, b"X-A: 1\rX-Forwarded-For: 192.0.2.1"),
+    "NUL in a value": request(*BASIC, b"X-A: a\x00b"),
+    "DEL in a value": request(*BASIC, b"X-A: a\x7fb"),
+    "control character in the target": request(*BASIC, target=b"/\x01"),
+    # Twisted's handoff already refuses these; respond() must too.
+    "whitespace before the colon": request(*BASIC, b"X-A : 1"),
+    "obs-fold": request(*BASIC, b"X-A: 1", b" folded: 2"),
+    "name that is no token": request(*BASIC, b"X(A): 1"),
 }
 
 # Requests it must leave to processHandshake (most are refused there).
@@ -95,6 +120,11 @@ LEFT = {
     # A client may not send frames before the 101; one that does gets
     # Autobahn's handling of them.
     "bytes after the request": request(*BASIC) + b"\x81\x80abcd",
+    **{
+        name: data
+        for name, data in REJECTED.items()
+        if parse_upgrade(data) is not None
+    },
 }
 
 
@@ -186,3 +216,16 @@ def test_a_refusal_in_on_connect_is_answered_as_autobahn_answers_it():
         wires.append(wire.value())
     assert wires[0].startswith(b"HTTP/1.1 403")
     assert wires[1] == wires[0]
+
+
+@pytest.mark.parametrize("name", REJECTED)
+def test_a_header_block_autobahn_rejects_is_refused_with_400(name):
+    data = REJECTED[name]
+    protocol, wire = connected()
+    before = dict(vars(protocol))
+    lines = data[: data.index(b"\r\n\r\n")].split(b"\r\n")
+    assert respond(protocol, data, lines) is False
+    assert vars(protocol) == before
+    protocol.dataReceived(data)
+    assert wire.value().startswith(b"HTTP/1.1 400 ")
+    assert not hasattr(protocol, "request_seen")

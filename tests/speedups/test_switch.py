@@ -76,7 +76,7 @@ def test_on_leaves_off_the_speedups_of_a_mismatched_package_with_one_error(
     }
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
-    assert "autobahn 99.0 installed, written against 26.10.2" in errors[0].getMessage()
+    assert "autobahn 99.0 installed, written against 26.11.1" in errors[0].getMessage()
 
 
 def test_require_refuses_a_mismatch(nothing_applied, monkeypatch):
