@@ -66,7 +66,9 @@ PEERJS_CANDIDATE = {
 }
 WORKLOADS = {"sign-ins": 200, "relays": 1000, "handshakes": 50, "keep-alives": 1000}
 PROTOCOLS = ("app", "peerjs")
-HEARTBEAT = json.dumps({"type": "HEARTBEAT"})
+# Byte for byte what the peerjs client sends: JSON.stringify, compact, with
+# its key order (the server reads that layout without a full parse).
+HEARTBEAT = json.dumps({"type": "HEARTBEAT"}, separators=(",", ":"))
 
 
 class _App:
@@ -119,7 +121,8 @@ class _PeerJS(_App):
 
     async def exchange(self, sender, receiver, kind: str, target: str, data) -> None:
         kind = {"offer": "OFFER", "answer": "ANSWER", "ice": "CANDIDATE"}[kind]
-        await sender.send(json.dumps({"type": kind, "dst": target, "payload": data}))
+        frame = {"type": kind, "payload": data, "dst": target}
+        await sender.send(json.dumps(frame, separators=(",", ":")))
         await receiver.recv()
 
     def sdp(self, kind: str):
