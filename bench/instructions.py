@@ -1,11 +1,14 @@
 """Count the instructions our server spends per operation, under callgrind.
 
     .venv/bin/python -m bench.instructions [--baseline REV] [--commit REV]
+        [--protocol app|peerjs|both]
 
 Wall-clock figures on a shared machine move by 10-30 % between runs of the
 same code; instruction counts do not (valgrind counts what the process
-executes, whatever else the machine does: two runs of the same code agree
-within 1-4 %, sign-ins varying most). So a change to per-operation cost is best judged here, and
+executes, whatever else the machine does, once timers are taken off as
+below: the same code over four runs agreed within 1 % for relays and 5 %
+for sign-ins and handshakes). So a change to per-operation cost is best
+judged here, by the mean of several same-run pairs (``--baseline``), and
 its effect on throughput then confirmed with bench/run.
 
 Starts our server under ``valgrind --tool=callgrind`` exactly as the
@@ -13,13 +16,24 @@ benchmark does (same Daphne flags and settings, SQLite), warms it up, then
 for each workload zeroes the counters, runs it from this process and reads
 the total: 200 sign-ins (connect, SignIn, close), 1000 relayed ICE frames
 between one pair, 100 full handshakes (two sign-ins, StartConnection, Offer,
-Answer, 4 ICE each way, two closes). Timers (connection reaping, heartbeats,
-the collector) run per second whatever the load: their rate is measured
-idle first and their share of each workload's wall time taken off, so that
-a slower run does not count as costlier code. Prints
+Answer, 4 ICE each way, two closes), 1000 keep-alives on one connection (a
+WebSocket ping and its pong). Timers (connection reaping, heartbeats, the
+collector) run per second whatever the load: their rate is measured idle, in
+a window before and one after the workloads, and their share of each
+workload's wall time taken off, so that a slower run does not count as
+costlier code (``background/s`` in the output). Prints
 instructions per operation, and with --baseline the same for that revision
 measured in the same run, and the ratio. Needs valgrind (Debian package).
 Only user-space instructions count: system calls are not measured.
+
+``--protocol peerjs`` runs the same workloads in the PeerJS protocol at
+``/peerjs`` (a sign-in is a connect with ``?key&id&token`` answered by
+``OPEN``; relays are ``CANDIDATE`` frames with the peerjs client's object
+payload; a handshake has no StartConnection; a keep-alive is a HEARTBEAT
+frame followed by the same ping), ``both`` runs the two against one server
+and prints PeerJS/app ratios: issue 17 wants each within 10 %. A
+keep-alive's ratio is not one of those (the PeerJS row pays for a frame and a
+ping); its difference is what a HEARTBEAT costs.
 """
 
 from __future__ import annotations
@@ -44,45 +58,125 @@ CANDIDATE = (
     '{"sdpMid":"0","sdpMLineIndex":0,"candidate":"candidate:842163049 1 udp '
     '1677729535 192.168.1.7 46154 typ srflx raddr 0.0.0.0 rport 0 generation 0"}'
 )
-WORKLOADS = {"sign-ins": 200, "relays": 1000, "handshakes": 100}
+# What the peerjs client (1.x) sends: objects, with its connection's id.
+PEERJS_CANDIDATE = {
+    "candidate": {
+        "candidate": "candidate:842163049 1 udp 1677729535 192.168.1.7 46154 typ "
+        "srflx raddr 0.0.0.0 rport 0 generation 0",
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+    },
+    "type": "data",
+    "connectionId": "dc_bench0000000",
+}
+WORKLOADS = {"sign-ins": 200, "relays": 1000, "handshakes": 100, "keep-alives": 1000}
+PROTOCOLS = ("app", "peerjs")
+# Byte for byte what the peerjs client sends: JSON.stringify, compact, with
+# its key order (the server reads that layout without a full parse).
+HEARTBEAT = json.dumps({"type": "HEARTBEAT"}, separators=(",", ":"))
 
 
-async def _signed_in(url: str, name: str, address: str = "127.0.0.2"):
-    ws = await websockets.connect(url, local_addr=(address, 0), compression=None)
-    await ws.send(json.dumps({"type": "SignIn", "username": name}))
-    await ws.recv()
-    return ws
+class _App:
+    """The app protocol: SignIn after connecting, {type, target, data}."""
+
+    def __init__(self, base: str) -> None:
+        self.url = base + "/"
+
+    async def signed_in(self, name: str, address: str = "127.0.0.2"):
+        ws = await websockets.connect(self.url, local_addr=(address, 0), compression=None)
+        await ws.send(json.dumps({"type": "SignIn", "username": name}))
+        await ws.recv()
+        return ws
+
+    async def start(self, sender, receiver, target: str) -> None:
+        await sender.send(json.dumps({"type": "StartConnection", "target": target}))
+        await receiver.recv()
+
+    async def exchange(self, sender, receiver, kind: str, target: str, data) -> None:
+        kind = {"offer": "Offer", "answer": "Answer", "ice": "IceCandidates"}[kind]
+        await sender.send(json.dumps({"type": kind, "target": target, "data": data}))
+        await receiver.recv()
+
+    def sdp(self, kind: str):
+        return SDP
+
+    def candidate(self, n: int | None = None):
+        return CANDIDATE if n is None else f"c{n}"
+
+    async def keep_alive(self, ws) -> None:
+        # Daphne pings app clients and Autobahn handles the pong; a ping
+        # from the client costs the server the same frame's work.
+        await (await ws.ping())
 
 
-async def _exchange(sender, receiver, kind: str, target: str, data: str) -> None:
-    await sender.send(json.dumps({"type": kind, "target": target, "data": data}))
-    await receiver.recv()
+class _PeerJS(_App):
+    """The PeerJS protocol: id and token in the query, OPEN, {type, dst, payload}."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    async def signed_in(self, name: str, address: str = "127.0.0.2"):
+        url = f"{self.base}/peerjs?key=peerjs&id={name}&token=t{name}"
+        ws = await websockets.connect(url, local_addr=(address, 0), compression=None)
+        await ws.recv()
+        return ws
+
+    async def start(self, sender, receiver, target: str) -> None:
+        pass  # PeerJS has no StartConnection
+
+    async def exchange(self, sender, receiver, kind: str, target: str, data) -> None:
+        kind = {"offer": "OFFER", "answer": "ANSWER", "ice": "CANDIDATE"}[kind]
+        frame = {"type": kind, "payload": data, "dst": target}
+        await sender.send(json.dumps(frame, separators=(",", ":")))
+        await receiver.recv()
+
+    def sdp(self, kind: str):
+        return {"sdp": {"type": kind, "sdp": SDP}, "type": "data",
+                "connectionId": "dc_bench0000000", "browser": "node"}
+
+    def candidate(self, n: int | None = None):
+        if n is None:
+            return PEERJS_CANDIDATE
+        return PEERJS_CANDIDATE | {"candidate": PEERJS_CANDIDATE["candidate"] | {"sdpMid": str(n)}}
+
+    async def keep_alive(self, ws) -> None:
+        # The peerjs client's HEARTBEAT (every 5 s), then the app's ping: it
+        # makes each HEARTBEAT arrive in a read of its own, as in real life.
+        await ws.send(HEARTBEAT)
+        await super().keep_alive(ws)
 
 
-async def run_workload(url: str, kind: str, count: int, tag: str) -> None:
+async def run_workload(base: str, protocol: str, kind: str, count: int, tag: str) -> None:
+    client = _PeerJS(base) if protocol == "peerjs" else _App(base)
+    tag = tag + protocol[0]
     if kind == "sign-ins":
         for n in range(count):
-            ws = await _signed_in(url, f"s{tag}{n}", f"127.0.0.{2 + n % 8}")
+            ws = await client.signed_in(f"s{tag}{n}", f"127.0.0.{2 + n % 8}")
             await ws.close()
     elif kind == "relays":
-        a, b = await _signed_in(url, f"a{tag}"), await _signed_in(url, f"b{tag}")
+        a, b = await client.signed_in(f"a{tag}"), await client.signed_in(f"b{tag}")
         for _ in range(count):
-            await _exchange(a, b, "IceCandidates", f"b{tag}", CANDIDATE)
+            await client.exchange(a, b, "ice", f"b{tag}", client.candidate())
         await a.close()
         await b.close()
     elif kind == "handshakes":
         for n in range(count):
             name_a, name_b = f"ha{tag}{n}", f"hb{tag}{n}"
-            a, b = await _signed_in(url, name_a), await _signed_in(url, name_b)
-            await a.send(json.dumps({"type": "StartConnection", "target": name_b}))
-            await b.recv()
-            await _exchange(a, b, "Offer", name_b, SDP)
-            await _exchange(b, a, "Answer", name_a, SDP)
+            a, b = await client.signed_in(name_a), await client.signed_in(name_b)
+            await client.start(a, b, name_b)
+            await client.exchange(a, b, "offer", name_b, client.sdp("offer"))
+            await client.exchange(b, a, "answer", name_a, client.sdp("answer"))
             for k in range(4):
-                await _exchange(a, b, "IceCandidates", name_b, f"c{k}")
-                await _exchange(b, a, "IceCandidates", name_a, f"c{k}")
+                await client.exchange(a, b, "ice", name_b, client.candidate(k))
+                await client.exchange(b, a, "ice", name_a, client.candidate(k))
             await a.close()
             await b.close()
+    elif kind == "keep-alives":
+        ws = await client.signed_in(f"k{tag}")
+        for _ in range(count):
+            await client.keep_alive(ws)
+        await asyncio.sleep(0.5)  # the last HEARTBEAT may still be queued
+        await ws.close()
 
 
 def _total_instructions(pid: int, output: Path) -> int:
@@ -108,8 +202,11 @@ def _background_rate(pid: int, output: Path, seconds: float) -> float:
     return total / (time.monotonic() - started)
 
 
-def measure(source: Path, run_dir: Path, label: str, scale: float = 1.0) -> dict[str, int]:
-    """Instructions per operation of the server code in ``source``."""
+def measure(
+    source: Path, run_dir: Path, label: str, scale: float = 1.0,
+    protocols: tuple[str, ...] = ("app",),
+) -> dict[str, dict[str, int]]:
+    """Instructions per operation of the server code in ``source``, by protocol."""
     workloads = {kind: max(1, round(count * scale)) for kind, count in WORKLOADS.items()}
     (run_dir / label).mkdir(exist_ok=True)
     database_url = migrate(run_dir / label, source)
@@ -126,12 +223,12 @@ def measure(source: Path, run_dir: Path, label: str, scale: float = 1.0) -> dict
     log = open(run_dir / label / "server.log", "wb")
     env = ours_environment(database_url) | {"PYTHONPATH": str(source)}
     server = subprocess.Popen(command, cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"ws://127.0.0.1:{port}/"
+    base = f"ws://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
         while True:
             try:
-                asyncio.run(run_workload(url, "sign-ins", 1, "ready"))
+                asyncio.run(run_workload(base, "app", "sign-ins", 1, "ready"))
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
@@ -139,17 +236,20 @@ def measure(source: Path, run_dir: Path, label: str, scale: float = 1.0) -> dict
                 time.sleep(1)
         subprocess.run(["callgrind_control", "-i", "on", str(server.pid)],
                        capture_output=True, check=True)
-        for kind, count in workloads.items():  # warm-up: imports, caches
-            asyncio.run(run_workload(url, kind, max(1, count // 20), "warm"))
+        for protocol in protocols:  # warm-up: imports, caches
+            for kind, count in workloads.items():
+                asyncio.run(run_workload(base, protocol, kind, max(1, count // 20), "warm"))
         time.sleep(1)
         idle_seconds = 10 if scale >= 1 else 2
         background_before = _background_rate(server.pid, output, idle_seconds)
-        totals = {}
-        for kind, count in workloads.items():
-            _zero(server.pid)
-            started = time.monotonic()
-            asyncio.run(run_workload(url, kind, count, "m"))
-            totals[kind] = (_total_instructions(server.pid, output), time.monotonic() - started)
+        totals: dict[tuple[str, str], tuple[int, float]] = {}
+        for protocol in protocols:
+            for kind, count in workloads.items():
+                _zero(server.pid)
+                started = time.monotonic()
+                asyncio.run(run_workload(base, protocol, kind, count, "m"))
+                elapsed = time.monotonic() - started
+                totals[protocol, kind] = (_total_instructions(server.pid, output), elapsed)
         # Timers run per second, not per operation: what they spend idle
         # (the mean of a window before and one after the workloads, as a
         # 1 s timer lands 10 or 11 times in 10 s) over each workload's wall
@@ -157,11 +257,12 @@ def measure(source: Path, run_dir: Path, label: str, scale: float = 1.0) -> dict
         # the real thing, more on a loaded machine) would count as costlier
         # code.
         background = (background_before + _background_rate(server.pid, output, idle_seconds)) / 2
-        per_operation = {
-            kind: round(max(0.0, total - background * elapsed) / workloads[kind])
-            for kind, (total, elapsed) in totals.items()
-        }
-        per_operation["background/s"] = round(background)
+        per_operation: dict[str, dict[str, int]] = {}
+        for (protocol, kind), (total, elapsed) in totals.items():
+            net = max(0.0, total - background * elapsed)
+            per_operation.setdefault(protocol, {})[kind] = round(net / workloads[kind])
+        for row in per_operation.values():
+            row["background/s"] = round(background)
         return per_operation
     finally:
         server.terminate()
@@ -173,35 +274,53 @@ def measure(source: Path, run_dir: Path, label: str, scale: float = 1.0) -> dict
         log.close()
 
 
+def _row_label(label: str, protocol: str) -> str:
+    # The app protocol's rows keep their old names ("measured", "baseline").
+    return label if protocol == "app" else f"{label} {protocol}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commit", help="measure this revision (default: the working tree)")
     parser.add_argument("--baseline", help="also measure this revision, for the ratio")
+    parser.add_argument("--protocol", choices=("app", "peerjs", "both"), default="app",
+                        help="the wire protocol to drive (both: the two, and their ratio)")
     parser.add_argument("--smoke", action="store_true",
                         help="a few operations of each kind (the test suite's check)")
     args = parser.parse_args(argv)
     scale = 0.05 if args.smoke else 1.0
+    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("needs valgrind (apt-get install valgrind)", file=sys.stderr)
         return 2
     run_dir, source = prepare_tool_run("instructions", args.commit)
-    results = {
-        "measured": {"source": source_commit(source), **measure(source, run_dir, "measured", scale)}
-    }
+    sources = {"measured": source}
     if args.baseline:
         (run_dir / "baseline").mkdir()
-        baseline_source = export_commit(args.baseline, run_dir / "baseline")
-        results["baseline"] = {
-            "source": source_commit(baseline_source),
-            **measure(baseline_source, run_dir, "baseline", scale),
-        }
+        sources["baseline"] = export_commit(args.baseline, run_dir / "baseline")
+    results: dict[str, dict] = {}
+    for label, tree in sources.items():
+        by_protocol = measure(tree, run_dir, label, scale, protocols)
+        for protocol, row in by_protocol.items():
+            results[_row_label(label, protocol)] = {
+                "source": source_commit(tree), "protocol": protocol, **row
+            }
     columns = [*WORKLOADS, "background/s"]
-    print(f"{'instructions per operation':28}" + "".join(f"{k:>14}" for k in columns))
+    print(f"{'instructions per operation':34}" + "".join(f"{k:>14}" for k in columns))
     for label, row in results.items():
-        print(f"{label + ' ' + row['source']:28}" + "".join(f"{row[k]:>14,}" for k in columns))
-    if args.baseline:
-        ratios = [results["measured"][k] / results["baseline"][k] for k in WORKLOADS]
-        print(f"{'measured/baseline':28}" + "".join(f"{r:>13.3f}x" for r in ratios))
+        print(f"{label + ' ' + row['source']:34}" + "".join(f"{row[k]:>14,}" for k in columns))
+
+    def ratio_row(title: str, top: str, bottom: str) -> None:
+        ratios = [results[top][k] / results[bottom][k] for k in WORKLOADS]
+        print(f"{title:34}" + "".join(f"{r:>13.3f}x" for r in ratios))
+
+    for protocol in protocols:
+        if args.baseline:
+            ratio_row(f"measured/baseline {protocol}", _row_label("measured", protocol),
+                      _row_label("baseline", protocol))
+    if len(protocols) > 1:
+        for label in sources:
+            ratio_row(f"{label} peerjs/app", _row_label(label, "peerjs"), label)
     (run_dir / "instructions.json").write_text(json.dumps(results, indent=1))
     print(f"JSON: {run_dir / 'instructions.json'}")
     return 0

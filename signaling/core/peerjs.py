@@ -51,10 +51,12 @@ delivered, which it reports as ``peer-unavailable``, not a fatal error.
 from __future__ import annotations
 
 import enum
-import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
+
+from signaling.core.protocol import decode_json, decode_json_at, encode
 
 # A client's OFFER carries SDP (a few KB) and the application's
 # ``metadata`` (any JSON it chose); 128 KiB leaves room for both while
@@ -87,6 +89,13 @@ class MessageType(str, enum.Enum):
     EXPIRE = "EXPIRE"
 
 
+# Client types by their text: a dict look-up, where calling the enum costs
+# several Python calls per frame.
+_CLIENT_TYPES = {
+    message_type.value: message_type
+    for message_type in MessageType
+    if message_type not in {MessageType.OPEN, MessageType.ERROR, MessageType.ID_TAKEN}
+}
 RELAY_TYPES = frozenset(
     {
         MessageType.OFFER,
@@ -131,11 +140,22 @@ class Heartbeat:
     pass
 
 
+HEARTBEAT = Heartbeat()
+# The peerjs client's heartbeat (``JSON.stringify({type: "HEARTBEAT"})``)
+# byte for byte: every idle client sends it every 5 s, so it is recognised
+# without parsing. Any other spelling is parsed as usual.
+HEARTBEAT_TEXT = '{"type":"HEARTBEAT"}'
+
+
 @dataclass(frozen=True, slots=True)
 class Relay:
     type: MessageType
     dst: str
     payload: Any
+    # ``payload`` as the client wrote it, when the frame came in the peerjs
+    # client's own layout: valid JSON (it decoded to ``payload``), carried
+    # as it is rather than encoded again.
+    payload_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,24 +214,27 @@ def decode_frame(text: str | None, binary: bytes | None = None) -> Message:
     """Decode one client frame. Never raises: see the module docstring."""
     if text is None:
         return Dropped(Ignored.BINARY)
+    if text == HEARTBEAT_TEXT:
+        return HEARTBEAT
     oversized = len(text) > MAX_FRAME_BYTES // 4 and (
         len(text.encode("utf-8", "replace")) > MAX_FRAME_BYTES
     )
+    if not oversized:
+        relay = _decode_client_layout(text)
+        if relay is not None:
+            return relay
     try:
         # Daphne caps a message at 1 MiB, so even an oversized one is
         # decoded at a bounded cost, to tell its sender it went nowhere.
-        content = _DECODER.decode(text)
+        content = decode_json(text)
     except (ValueError, RecursionError):
         return Dropped(Ignored.INVALID_JSON)
     if not isinstance(content, dict):
         return Dropped(Ignored.NOT_AN_OBJECT)
     raw_type = content.get("type")
-    try:
-        message_type = MessageType(raw_type) if isinstance(raw_type, str) else None
-    except ValueError:
-        message_type = None
+    message_type = _CLIENT_TYPES.get(raw_type) if isinstance(raw_type, str) else None
     if message_type is MessageType.HEARTBEAT:
-        return Heartbeat()
+        return HEARTBEAT
     if message_type not in RELAY_TYPES:
         return Dropped(Ignored.UNKNOWN_TYPE)
     dst = content.get("dst")
@@ -224,27 +247,68 @@ def decode_frame(text: str | None, binary: bytes | None = None) -> Message:
     return Relay(type=message_type, dst=dst, payload=content.get("payload"))
 
 
-def _reject_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON; Python accepts them unless told not to.
-    raise ValueError(f"{name} is not valid JSON")
+def _decode_client_layout(text: str) -> Relay | None:
+    """Decode a relay in the peerjs client's layout, or return None.
 
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-def encode(content: dict[str, Any]) -> str:
-    # ASCII-only output always encodes, even with a lone surrogate escape
-    # inside an opaque payload.
-    return _ENCODER.encode(content)
+    The client sends ``JSON.stringify({type, payload, dst})``: exactly
+    ``{"type":"T","payload":P,"dst":"D"}`` with no space and no escape in
+    ``T`` and ``D``. For such a frame the envelope is read by position and
+    only ``P`` is parsed (in C, from where it begins), so its text is known
+    to be valid JSON and can be carried as it is. Anything else (other keys,
+    another order, spaces, escapes, an invalid payload) returns None and is
+    decoded in full; so a frame decodes to the same message either way.
+    Only ASCII text qualifies, so relayed frames stay ASCII as ``encode``
+    makes them.
+    """
+    if not text.startswith('{"type":"') or not text.isascii():
+        return None
+    type_end = text.find('"', 9)
+    if type_end < 0:
+        return None
+    message_type = _CLIENT_TYPES.get(text[9:type_end])
+    if message_type not in RELAY_TYPES or not text.startswith(
+        ',"payload":', type_end + 1
+    ):
+        return None
+    start = type_end + 12
+    try:
+        payload, end = decode_json_at(text, start)
+    except (ValueError, RecursionError):
+        return None
+    if not text.startswith(',"dst":"', end) or not text.endswith('"}'):
+        return None
+    dst = text[end + 8 : -2]
+    if not valid_id(dst):
+        # Escapes, quotes, an id nobody can hold: the full decode answers.
+        return None
+    return Relay(
+        type=message_type, dst=dst, payload=payload, payload_json=text[start:end]
+    )
 
 
 def relay_frame(relay: Relay, *, src: str) -> str:
-    """The frame carrying ``relay``: only ``type, src, dst, payload``."""
-    content: dict[str, Any] = {"type": relay.type.value, "src": src, "dst": relay.dst}
-    if relay.payload is not None:
-        content["payload"] = relay.payload
-    return encode(content)
+    """The frame carrying ``relay``: only ``type, src, dst, payload``.
+
+    Built by the server around the payload; ``src`` is always the one
+    given, whatever the client sent. The result is what ``encode`` makes of
+    ``{type, src, dst, payload?}``, but for a payload carried as the client
+    wrote it (``payload_json``: the same JSON value, maybe spelled
+    otherwise).
+    """
+    head = (
+        '{"type":"'
+        + relay.type.value
+        + '","src":'
+        + encode_basestring_ascii(src)
+        + ',"dst":'
+        + encode_basestring_ascii(relay.dst)
+    )
+    if relay.payload is None:
+        return head + "}"
+    payload = relay.payload_json
+    if payload is None:
+        payload = encode(relay.payload)
+    return head + ',"payload":' + payload + "}"
 
 
 def open_frame() -> str:

@@ -209,7 +209,12 @@ _SCAN = json.scanner.make_scanner(_DECODER)
 _WHITESPACE = " \t\n\r"
 
 
-def _decode_json(text: str) -> Any:
+def decode_json(text: str) -> Any:
+    """Decode a frame's JSON exactly as ``_DECODER.decode`` would.
+
+    Raises ValueError (malformed JSON, NaN, integers beyond Python's digit
+    limit) or RecursionError (absurdly deep nesting).
+    """
     if text and text[0] not in _WHITESPACE:
         try:
             content, end = _SCAN(text, 0)
@@ -218,6 +223,19 @@ def _decode_json(text: str) -> Any:
         if end == len(text):
             return content
     return _DECODER.decode(text)
+
+
+def decode_json_at(text: str, start: int) -> tuple[Any, int]:
+    """Decode the JSON value that begins exactly at ``start`` in ``text``.
+
+    Returns the value and the index just past it. Raises ValueError when no
+    valid JSON value begins there (whitespace included), RecursionError for
+    absurdly deep nesting.
+    """
+    try:
+        return _SCAN(text, start)
+    except StopIteration:
+        raise ValueError(f"no JSON value at {start}") from None
 
 
 def decode_frame(text: str | None, binary: bytes | None = None) -> Message:
@@ -237,7 +255,7 @@ def decode_frame(text: str | None, binary: bytes | None = None) -> Message:
             f"Frame is larger than {MAX_FRAME_BYTES} bytes",
         )
     try:
-        content = _decode_json(text)
+        content = decode_json(text)
     except (ValueError, RecursionError):
         # ValueError covers malformed JSON, NaN and integers beyond Python's
         # digit limit; RecursionError covers absurdly deep nesting.

@@ -276,21 +276,34 @@ PEERJS_EVENTS = Counter(
 )
 
 
+# Each event's series, looked up once: labels() takes a lock and builds its
+# key on every call, and a relayed frame counts one event. The events are a
+# short fixed list (the types and reasons above), so the cache stays small.
+_peerjs_series: dict[str, Counter] = {}
+
+
+def _peerjs_event(event: str) -> None:
+    series = _peerjs_series.get(event)
+    if series is None:
+        series = _peerjs_series[event] = PEERJS_EVENTS.labels(event=event)
+    series.inc()
+
+
 def peerjs_opened(*, replaced: bool) -> None:
-    PEERJS_EVENTS.labels(event="replaced" if replaced else "open").inc()
+    _peerjs_event("replaced" if replaced else "open")
 
 
 def peerjs_relayed(kind: str) -> None:
-    PEERJS_EVENTS.labels(event="relayed_" + kind).inc()
+    _peerjs_event("relayed_" + kind)
 
 
 def peerjs_queued() -> None:
-    PEERJS_EVENTS.labels(event="queued").inc()
+    _peerjs_event("queued")
 
 
 def peerjs_expired() -> None:
-    PEERJS_EVENTS.labels(event="expired").inc()
+    _peerjs_event("expired")
 
 
 def peerjs_ignored(reason: str) -> None:
-    PEERJS_EVENTS.labels(event="ignored_" + reason).inc()
+    _peerjs_event("ignored_" + reason)

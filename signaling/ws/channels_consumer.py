@@ -72,6 +72,12 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
 
     # Set when the socket is closing or gone: later frames are ignored.
     closing = False
+    # A subclass may handle some messages before they wake it:
+    # ``absorb_message(message) -> bool`` is offered each message the
+    # consumer would handle next, at once (it waits for input and nothing is
+    # queued), and returns True when it handled it. Only a Mailbox inbox (the
+    # speedups' Daphne) offers them; otherwise every message is dispatched.
+    absorb_message = None
 
     async def __call__(self, scope, receive, send):
         # As AsyncConsumer.__call__, with two differences. The channel layer
@@ -99,6 +105,8 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
             # Handlers from both sources run one at a time, in arrival order.
             self.dispatch_lock = asyncio.Lock()
             layer_pump = asyncio.ensure_future(self._pump_layer())
+        if self.absorb_message is not None and isinstance(inbox, Mailbox):
+            inbox.absorb = self.absorb_message
         queued = getattr(inbox, "qsize", None)
         streak = 0
         held = False
@@ -137,6 +145,8 @@ class ResilientJsonWebsocketConsumer(AsyncJsonWebsocketConsumer):
         except StopConsumer:
             pass
         finally:
+            if isinstance(inbox, Mailbox):
+                inbox.absorb = None
             if layer_pump is None:
                 self.channel_layer.detach(self.channel_name)
             else:

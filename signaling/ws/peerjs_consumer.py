@@ -203,6 +203,25 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
             logger.warning("peerjs relay failed id=%s", self.peer_id, exc_info=True)
             await self.send_expire(message.dst)
 
+    def absorb_message(self, message) -> bool:
+        """Called with a message before it wakes this consumer: a HEARTBEAT
+        (every 5 s from every idle client) is handled here, as receive()
+        would handle it now, without a loop turn and a dispatch."""
+        if (
+            type(message) is not dict
+            or message.get("text") != peerjs.HEARTBEAT_TEXT
+            or self.closing
+            or self.peer_id is None
+        ):
+            return False
+        now = asyncio.get_running_loop().time()
+        if not self.frames.allow(now):
+            # A flood: receive() answers it. The refused look left the
+            # bucket as receive() will find it (no token taken).
+            return False
+        self.last_frame_at = now
+        return True
+
     async def relay(self, message: peerjs.Relay) -> None:
         frame = peerjs.relay_frame(message, src=self.peer_id)
         name = peerjs.claim_name(message.dst)

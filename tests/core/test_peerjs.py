@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from signaling.core import peerjs
 from signaling.core.peerjs import (
@@ -16,12 +18,14 @@ from signaling.core.peerjs import (
     Relay,
     Undeliverable,
 )
+from tests.core.test_protocol import JSON_VALUES
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ('{"type":"HEARTBEAT"}', Heartbeat()),
+        ('{ "type": "HEARTBEAT" }', Heartbeat()),
         (
             '{"type":"OFFER","dst":"bob","payload":{"sdp":"x"}}',
             Relay(MessageType.OFFER, "bob", {"sdp": "x"}),
@@ -104,6 +108,81 @@ def test_relayed_frames_carry_only_type_src_dst_payload():
         "dst": "bob",
         "payload": {"candidate": "c"},
     }
+
+
+def test_relayed_frames_are_what_encode_makes_of_them():
+    relay = Relay(MessageType.OFFER, "bob", {"sdp": {"type": "offer", "sdp": "é"}})
+    content = {"type": "OFFER", "src": "al ice", "dst": "bob", "payload": relay.payload}
+    assert peerjs.relay_frame(relay, src="al ice") == json.dumps(
+        content, separators=(",", ":")
+    )
+
+
+def test_a_relay_without_payload_is_relayed_without_one():
+    relay = Relay(MessageType.LEAVE, "bob", None)
+    assert peerjs.relay_frame(relay, src="alice") == (
+        '{"type":"LEAVE","src":"alice","dst":"bob"}'
+    )
+
+
+def client_layout(payload: str) -> str:
+    """A CANDIDATE for bob as the peerjs client writes it."""
+    return '{"type":"CANDIDATE","payload":' + payload + ',"dst":"bob"}'
+
+
+def test_the_peerjs_clients_layout_keeps_the_payload_as_it_was_written():
+    payload = '{"candidate": {"sdpMid": "0"}, "type":"data"}'
+    relay = peerjs.decode_frame(client_layout(payload))
+    assert relay == Relay(MessageType.CANDIDATE, "bob", json.loads(payload))
+    assert relay.payload_json == payload
+    assert peerjs.relay_frame(relay, src="alice") == (
+        '{"type":"CANDIDATE","src":"alice","dst":"bob","payload":' + payload + "}"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type":"CANDIDATE","payload":{},"dst":"bob","src":"mallory"}',
+        '{"type":"CANDIDATE","src":"mallory","payload":{},"dst":"bob"}',
+        '{"type":"CANDIDATE","payload":{},"src":"mallory","dst":"bob"}',
+    ],
+)
+def test_a_src_the_client_sent_never_reaches_the_peer(text):
+    relay = peerjs.decode_frame(text)
+    assert "mallory" not in peerjs.relay_frame(relay, src="alice")
+
+
+def test_a_payload_holding_an_envelope_is_read_to_its_own_end():
+    payload = json.dumps('x","dst":"eve"}')
+    relay = peerjs.decode_frame(client_layout(payload))
+    assert relay == Relay(MessageType.CANDIDATE, "bob", 'x","dst":"eve"}')
+
+
+def test_a_non_ascii_payload_is_encoded_again():
+    relay = peerjs.decode_frame(client_layout('"é"'))
+    assert relay == Relay(MessageType.CANDIDATE, "bob", "é")
+    assert relay.payload_json is None
+    assert peerjs.relay_frame(relay, src="a").isascii()
+
+
+@given(
+    JSON_VALUES,
+    st.sampled_from(["", " "]),
+    st.sampled_from(["bob", "b-2", "no/such", 'q"', "b\\u0062", ""]),
+)
+def test_frames_in_the_clients_layout_decode_as_in_any_other(payload, space, dst):
+    written = json.dumps(payload, separators=(",", ":"))
+    text = '{"type":"OFFER","payload":' + space + written + ',"dst":"' + dst + '"}'
+    reordered = '{"dst":"' + dst + '","type":"OFFER","payload":' + written + "}"
+    decoded = peerjs.decode_frame(text)
+    assert repr(decoded) == repr(peerjs.decode_frame(reordered))
+    if isinstance(decoded, Relay):
+        relayed = json.loads(peerjs.relay_frame(decoded, src="alice"))
+        expected = {"type": "OFFER", "src": "alice", "dst": decoded.dst}
+        if payload is not None:
+            expected["payload"] = json.loads(written)
+        assert repr(relayed) == repr(expected)
 
 
 def test_server_frames_match_peerjs_server():

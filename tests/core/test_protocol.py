@@ -228,15 +228,28 @@ def _outcome(decode, text):
 def test_frames_decode_as_the_standard_decoder_decodes_them(value, before, after):
     text = before + json.dumps(value) + after
     standard = json.JSONDecoder(parse_constant=protocol._reject_constant).decode
-    assert repr(_outcome(protocol._decode_json, text)) == repr(_outcome(standard, text))
+    assert repr(_outcome(protocol.decode_json, text)) == repr(_outcome(standard, text))
 
 
 @given(st.text(max_size=100))
 def test_any_text_decodes_as_the_standard_decoder_decodes_it(text):
     standard = json.JSONDecoder(parse_constant=protocol._reject_constant).decode
-    assert repr(_outcome(protocol._decode_json, text)) == repr(_outcome(standard, text))
+    assert repr(_outcome(protocol.decode_json, text)) == repr(_outcome(standard, text))
 
 
 @given(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=6))
 def test_frames_encode_as_json_dumps_encodes_them(content):
     assert protocol.encode(content) == json.dumps(content, separators=(",", ":"))
+
+
+def test_a_json_value_decodes_from_where_it_begins_to_where_it_ends():
+    text = '{"data":{"a":[1,"}"]},"more":1}'
+    assert protocol.decode_json_at(text, 8) == ({"a": [1, "}"]}, 21)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"data": 1}', '{"data":}', '{"data":NaN}', '{"data":"open']
+)
+def test_no_json_value_beginning_at_a_place_is_a_value_error(text):
+    with pytest.raises(ValueError):
+        protocol.decode_json_at(text, 8)

@@ -249,6 +249,22 @@ async def test_alive_timeout_closes_a_silent_socket(start_server):
     assert await chatty.receive_nothing()
 
 
+async def test_a_heartbeat_flood_is_refused_like_any_other(start_server):
+    server = start_server(
+        SIGNALING_FRAMES_PER_SECOND="5",
+        SIGNALING_FRAME_BURST="5",
+        SIGNALING_RATE_LIMIT_CLOSE_AFTER="3",
+    )
+    flooder = await peer(server, "flooder")
+    for _ in range(40):
+        await flooder.send_raw('{"type":"HEARTBEAT"}')
+    assert await flooder.receive_json() == {
+        "type": "ERROR",
+        "payload": {"msg": "Too many messages"},
+    }
+    await flooder.wait_closed()
+
+
 async def test_account_id_needs_the_account_password_as_token(
     start_server, migrated_sqlite, tmp_path
 ):

@@ -43,3 +43,25 @@ async def test_a_cancelled_reader_leaves_no_waiter_behind():
     assert box.waiter is None
     box.put("kept")
     assert await box.get() == "kept"
+
+
+async def test_an_item_the_waiting_reader_absorbs_never_wakes_it():
+    box = Mailbox()
+    box.absorb = lambda item: item == "absorbed"
+    reader = asyncio.ensure_future(box.get())
+    await asyncio.sleep(0)
+    assert box.put("absorbed")
+    await asyncio.sleep(0)
+    assert not reader.done() and box.empty()
+    box.put("kept")
+    assert await asyncio.wait_for(reader, 1) == "kept"
+
+
+async def test_an_item_is_not_offered_while_others_are_queued_before_it():
+    offered = []
+    box = Mailbox()
+    box.absorb = lambda item: offered.append(item) or True
+    box.put("first")  # nobody waits: queued
+    box.put("second")
+    assert offered == []
+    assert [await box.get(), await box.get()] == ["first", "second"]
