@@ -8,6 +8,7 @@ from live state at scrape time, so they cannot drift.
 
 from __future__ import annotations
 
+import enum
 import hmac
 import ipaddress
 import time
@@ -19,6 +20,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from signaling.core import peerjs
 from signaling.core.protocol import RELAY_TYPES, ErrorCode, Message, MessageType, SignIn
 from signaling.presence.registry import ReclaimOutcome, registry
 from signaling.ws import guards
@@ -49,9 +51,10 @@ READY = Gauge(
 
 SIGN_INS = Counter(
     "signaling_sign_ins",
-    "Sign-in attempts by outcome: ok, replaced (took a name over from another "
-    "connection) or the error code that refused it.",
-    ["outcome"],
+    "Sign-in attempts by protocol (app, or peerjs: a PeerJS handshake) and "
+    "outcome: ok, replaced (took a name over from another connection) or the "
+    "error code or reason that refused it.",
+    ["protocol", "outcome"],
 )
 ERRORS = Counter(
     "signaling_errors",
@@ -100,8 +103,8 @@ CLAIMS_WAITED = Counter(
 
 
 class RelayStats:
-    """``signaling_relayed_frames`` (by type) and ``signaling_relay_seconds``,
-    counted in plain numbers and turned into metrics when scraped.
+    """One protocol's relayed frames (by type) and relay times, counted in
+    plain numbers and turned into metrics by RelayCollector when scraped.
 
     As a prometheus_client Counter and Histogram they were a noticeable
     share of a relayed frame's cost: a lock per increment, three per relay,
@@ -110,53 +113,73 @@ class RelayStats:
     step, so its buckets, count and sum agree with each other.
     """
 
-    def __init__(self, kinds: Iterable[MessageType], bounds: tuple[float, ...]) -> None:
+    def __init__(
+        self, protocol: str, kinds: Iterable[enum.Enum], bounds: tuple[float, ...]
+    ) -> None:
+        self.protocol = protocol
         self.bounds = bounds
         self.frames = dict.fromkeys(sorted(kinds, key=lambda kind: kind.value), 0)
         # One slot per bucket (not cumulative), one above the last bound,
         # then the sum of all observations.
         self.histogram: list[float] = [0] * (len(bounds) + 1) + [0.0]
 
-    def relayed(self, kind: MessageType, seconds: float) -> None:
+    def relayed(self, kind: enum.Enum, seconds: float) -> None:
         self.frames[kind] += 1
         histogram = self.histogram
         # A bucket counts observations <= its bound, as Histogram.observe.
         histogram[bisect_left(self.bounds, seconds)] += 1
         histogram[-1] += seconds
 
+
+class RelayCollector:
+    """``signaling_relayed_frames`` (by protocol and type) and
+    ``signaling_relay_seconds`` (by protocol) from each protocol's stats."""
+
+    def __init__(self, *stats: RelayStats) -> None:
+        self.stats = stats
+
     def collect(self):
         frames = CounterMetricFamily(
             "signaling_relayed_frames",
-            "Frames handed to the channel layer for their target, by type.",
-            labels=["type"],
+            "Frames handed to the channel layer for their target, by protocol "
+            "and type.",
+            labels=["protocol", "type"],
         )
-        for kind, count in list(self.frames.items()):
-            frames.add_metric([kind.value], count)
-        snapshot = list(self.histogram)
-        cumulative = list(accumulate(snapshot[:-1]))
         seconds = HistogramMetricFamily(
             "signaling_relay_seconds",
             "Time from a validated relay frame to the channel layer accepting it "
             "for the target: the target look-up plus the layer's send (each a "
             "Redis round trip with REDIS_URL). Excludes time queued in Daphne and "
             "delivery.",
+            labels=["protocol"],
         )
-        labels = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]
-        seconds.add_metric([], list(zip(labels, cumulative)), sum_value=snapshot[-1])
+        for stats in self.stats:
+            for kind, count in list(stats.frames.items()):
+                frames.add_metric([stats.protocol, kind.value], count)
+            snapshot = list(stats.histogram)
+            cumulative = list(accumulate(snapshot[:-1]))
+            labels = [floatToGoString(bound) for bound in stats.bounds] + ["+Inf"]
+            seconds.add_metric(
+                [stats.protocol], list(zip(labels, cumulative)), sum_value=snapshot[-1]
+            )
         return [frames, seconds]
 
 
-RELAYS = RelayStats(
-    RELAY_TYPES,
-    (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+RELAY_SECONDS_BOUNDS = (
+    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0
 )
-REGISTRY.register(RELAYS)
+RELAYS = RelayStats("app", RELAY_TYPES, RELAY_SECONDS_BOUNDS)
+PEERJS_RELAYS = RelayStats("peerjs", peerjs.RELAY_TYPES, RELAY_SECONDS_BOUNDS)
+REGISTRY.register(RelayCollector(RELAYS, PEERJS_RELAYS))
 
 # Children bound once: labels() takes a lock and a dict look-up per call.
 _ERRORS = {code: ERRORS.labels(code=code.value) for code in ErrorCode}
 _SIGNED_IN = {
-    False: SIGN_INS.labels(outcome="ok"),
-    True: SIGN_INS.labels(outcome="replaced"),
+    (protocol, replaced): SIGN_INS.labels(
+        protocol=protocol, outcome="replaced" if replaced else "ok"
+    )
+    for protocol in ("app", "peerjs")
+    for replaced in (False, True)
 }
 for _operation in ("receive", "send", "full", "request", "release"):
     LAYER_FAILURES.labels(operation=_operation)
@@ -198,14 +221,19 @@ def readiness_observed(results: dict) -> None:
         READY.labels(check=check).set(1 if result["ok"] else 0)
 
 
-def sign_in_succeeded(*, replaced: bool) -> None:
-    _SIGNED_IN[replaced].inc()
+def sign_in_succeeded(*, replaced: bool, protocol: str = "app") -> None:
+    _SIGNED_IN[protocol, replaced].inc()
 
 
 def request_failed(message: Message | None, code: ErrorCode) -> None:
     """Called when a client frame was refused; counts failed sign-ins."""
     if isinstance(message, SignIn):
-        SIGN_INS.labels(outcome=code.value).inc()
+        SIGN_INS.labels(protocol="app", outcome=code.value).inc()
+
+
+def peerjs_handshake_refused(reason: str) -> None:
+    """A PeerJS handshake refused: ``reason`` is an error code or id_taken."""
+    SIGN_INS.labels(protocol="peerjs", outcome=reason).inc()
 
 
 def relayed(kind: MessageType, *, started: float) -> None:
@@ -264,14 +292,14 @@ def access_status(
     return 200
 
 
-# The PeerJS protocol (ws/peerjs_consumer.py): its own families, so the app
-# protocol's series keep their meaning.
+# What only the PeerJS protocol has (ws/peerjs_consumer.py); its sign-ins and
+# relays are counted in the shared families above, labelled protocol="peerjs".
 
 PEERJS_EVENTS = Counter(
     "signaling_peerjs_events",
-    "PeerJS protocol events by kind: open, replaced (a same-token reconnect), "
-    "relayed_<TYPE>, queued (for an id not connected), expired (a sender told "
-    "EXPIRE), ignored_<reason> (frames dropped without an answer).",
+    "PeerJS protocol events by kind: queued (for an id not connected), "
+    "expired (a sender told EXPIRE), ignored_<reason> (frames dropped without "
+    "an answer).",
     ["event"],
 )
 
@@ -289,12 +317,10 @@ def _peerjs_event(event: str) -> None:
     series.inc()
 
 
-def peerjs_opened(*, replaced: bool) -> None:
-    _peerjs_event("replaced" if replaced else "open")
-
-
-def peerjs_relayed(kind: str) -> None:
-    _peerjs_event("relayed_" + kind)
+def peerjs_relayed(kind: enum.Enum, *, started: float) -> None:
+    """Called when a PeerJS relay was handed over; ``started`` is a
+    perf_counter()."""
+    PEERJS_RELAYS.relayed(kind, time.perf_counter() - started)
 
 
 def peerjs_queued() -> None:

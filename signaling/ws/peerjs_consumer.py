@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from urllib.parse import parse_qsl
 
 from django.conf import settings
@@ -37,7 +38,7 @@ from signaling.ws.connection_info import client_address, user_agent
 from signaling.ws.consumers import SHUTDOWN_FLUSH_SECONDS, on_reclaim
 from signaling.ws.sessions import (
     first_delivery,
-    relay_send,
+    relay_failure,
     session_claim,
     session_release,
 )
@@ -157,7 +158,9 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
         # OPEN after a same-token reconnect too (peerjs-server sends none):
         # the client sets peer.open only on it.
         await self.send(text_data=peerjs.open_frame())
-        metrics.peerjs_opened(replaced=outcome.replaced_channel is not None)
+        metrics.sign_in_succeeded(
+            replaced=outcome.replaced_channel is not None, protocol="peerjs"
+        )
         logger.info(
             "peerjs open id=%s address=%s guest=%s replaced=%s",
             handshake.id,
@@ -223,6 +226,7 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
         return True
 
     async def relay(self, message: peerjs.Relay) -> None:
+        started = time.perf_counter()
         frame = peerjs.relay_frame(message, src=self.peer_id)
         name = peerjs.claim_name(message.dst)
         target_channel = await registry.lookup(name)
@@ -240,13 +244,13 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
         }
         self.relays_sent += 1
         try:
-            await relay_send(
-                self.channel_layer, target_channel, event, username=self.peer_id
-            )
-        except ProtocolError:
+            # To the target's own channel (see sessions.relay_send).
+            await self.channel_layer.send(target_channel, event)
+        except LAYER_ERRORS as error:
+            relay_failure(error, username=self.peer_id)  # counted and logged
             await self.send_expire(message.dst)
             return
-        metrics.peerjs_relayed(message.type.value)
+        metrics.peerjs_relayed(message.type, started=started)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "peerjs relay type=%s from=%s to=%s payload=%r",
@@ -324,6 +328,8 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
     async def refuse(self, frame: str, reason: str) -> None:
         """Answer a refused handshake (or a flood) and close."""
         logger.info("peerjs refused address=%s reason=%s", self.client_address, reason)
+        if self.peer_id is None:
+            metrics.peerjs_handshake_refused(reason)
         await self.send(text_data=frame)
         await self.close_quietly()
 
@@ -337,10 +343,11 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
         """Called when another peer relays a frame to this one."""
         if self.ended:
             return
-        recent = first_delivery(self.recent_relays, event)
-        if recent is None:
-            return
-        self.recent_relays = recent
+        if not self.channel_layer_delivers_once:
+            recent = first_delivery(self.recent_relays, event)
+            if recent is None:
+                return
+            self.recent_relays = recent
         await self.send(text_data=event["frame"])
 
     async def peerjs_frame(self, event):

@@ -325,3 +325,28 @@ async def test_offline_queue_and_expire_work_across_instances(instances):
         "src": "nobody",
         "dst": "alice",
     }
+
+
+async def test_metrics_count_peerjs_sign_ins_and_relays_under_their_protocol(start_server):
+    server = start_server(SIGNALING_METRICS_TOKEN="peerjs-metrics")
+    alice, bob = await peer(server, "alice"), await peer(server, "bob")
+    thief = await Client.connect(peerjs_url(server, "alice", token="other"))
+    assert (await thief.receive_json())["type"] == "ID-TAKEN"
+    await alice.send_json({"type": "OFFER", "dst": "bob", "payload": OFFER_PAYLOAD})
+    assert (await bob.receive_json())["type"] == "OFFER"
+    request = urllib.request.Request(
+        server.http_url + "/metrics", headers={"Authorization": "Bearer peerjs-metrics"}
+    )
+
+    def scrape() -> set[str]:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return set(response.read().decode().splitlines())
+
+    lines = await asyncio.to_thread(scrape)
+    assert {
+        'signaling_sign_ins_total{outcome="ok",protocol="peerjs"} 2.0',
+        'signaling_sign_ins_total{outcome="id_taken",protocol="peerjs"} 1.0',
+        'signaling_relayed_frames_total{protocol="peerjs",type="OFFER"} 1.0',
+        'signaling_relay_seconds_count{protocol="peerjs"} 1.0',
+        'signaling_sign_ins_total{outcome="ok",protocol="app"} 0.0',
+    } <= lines

@@ -117,5 +117,5 @@ async def test_a_real_server_serves_metrics_to_the_token_holder(start_server):
 
     body = await asyncio.to_thread(fetch)
     assert "signaling_users_signed_in 1.0" in body
-    assert 'signaling_sign_ins_total{outcome="ok"} 1.0' in body
+    assert 'signaling_sign_ins_total{outcome="ok",protocol="app"} 1.0' in body
     await client.close()

@@ -9,8 +9,9 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from prometheus_client.parser import text_string_to_metric_families
 
+from signaling.core import peerjs
 from signaling.core.protocol import MessageType
-from signaling.observability.metrics import RelayStats, access_status
+from signaling.observability.metrics import RelayCollector, RelayStats, access_status
 from tests.communicators import Peer, signed_in
 
 pytestmark = [
@@ -145,11 +146,14 @@ async def test_counters_move_after_a_sign_in_a_relay_and_an_error(
 
     assert moved("signaling_connections_open") == 4
     assert moved("signaling_users_signed_in") == 2
-    assert moved("signaling_sign_ins_total", outcome="ok") == 2
-    assert moved("signaling_sign_ins_total", outcome="replaced") == 1
-    assert moved("signaling_sign_ins_total", outcome="username_taken") == 1
-    assert moved("signaling_relayed_frames_total", type="Offer") == 1
-    assert moved("signaling_relay_seconds_count") == 1
+    assert moved("signaling_sign_ins_total", protocol="app", outcome="ok") == 2
+    assert moved("signaling_sign_ins_total", protocol="app", outcome="replaced") == 1
+    assert (
+        moved("signaling_sign_ins_total", protocol="app", outcome="username_taken") == 1
+    )
+    assert moved("signaling_relayed_frames_total", protocol="app", type="Offer") == 1
+    assert moved("signaling_relay_seconds_count", protocol="app") == 1
+    assert moved("signaling_relay_seconds_count", protocol="peerjs") == 0
     assert moved("signaling_errors_total", code="target_not_found") == 1
     assert moved("signaling_errors_total", code="username_taken") == 1
     assert moved("signaling_channel_layer_failures_total", operation="send") == 0
@@ -211,19 +215,33 @@ def test_a_bad_allowed_address_stops_the_server_at_start(settings):
         apps.get_app_config("signaling").ready()
 
 
-def test_relay_stats_count_like_a_prometheus_histogram():
-    stats = RelayStats([MessageType.OFFER, MessageType.ANSWER], (0.001, 0.01))
+def test_relay_stats_count_like_a_prometheus_histogram_per_protocol():
+    app = RelayStats("app", [MessageType.OFFER, MessageType.ANSWER], (0.001, 0.01))
+    other = RelayStats("peerjs", [peerjs.MessageType.OFFER], (0.001, 0.01))
     # On a bound counts in that bucket; above the last only in +Inf.
     for seconds in (0.0005, 0.001, 0.002, 0.01, 3.0):
-        stats.relayed(MessageType.OFFER, seconds)
-    stats.relayed(MessageType.ANSWER, 0.0001)
-    frames, histogram = stats.collect()
-    assert {s.labels["type"]: s.value for s in frames.samples} == {"Offer": 5, "Answer": 1}
-    values = {(s.name, s.labels.get("le")): s.value for s in histogram.samples}
+        app.relayed(MessageType.OFFER, seconds)
+    app.relayed(MessageType.ANSWER, 0.0001)
+    other.relayed(peerjs.MessageType.OFFER, 0.02)
+    frames, histogram = RelayCollector(app, other).collect()
+    assert {(s.labels["protocol"], s.labels["type"]): s.value for s in frames.samples} == {
+        ("app", "Offer"): 5,
+        ("app", "Answer"): 1,
+        ("peerjs", "OFFER"): 1,
+    }
+    values = {
+        (s.labels["protocol"], s.name, s.labels.get("le")): s.value
+        for s in histogram.samples
+    }
     assert values == {
-        ("signaling_relay_seconds_bucket", "0.001"): 3,
-        ("signaling_relay_seconds_bucket", "0.01"): 5,
-        ("signaling_relay_seconds_bucket", "+Inf"): 6,
-        ("signaling_relay_seconds_count", None): 6,
-        ("signaling_relay_seconds_sum", None): pytest.approx(3.0136),
+        ("app", "signaling_relay_seconds_bucket", "0.001"): 3,
+        ("app", "signaling_relay_seconds_bucket", "0.01"): 5,
+        ("app", "signaling_relay_seconds_bucket", "+Inf"): 6,
+        ("app", "signaling_relay_seconds_count", None): 6,
+        ("app", "signaling_relay_seconds_sum", None): pytest.approx(3.0136),
+        ("peerjs", "signaling_relay_seconds_bucket", "0.001"): 0,
+        ("peerjs", "signaling_relay_seconds_bucket", "0.01"): 0,
+        ("peerjs", "signaling_relay_seconds_bucket", "+Inf"): 1,
+        ("peerjs", "signaling_relay_seconds_count", None): 1,
+        ("peerjs", "signaling_relay_seconds_sum", None): pytest.approx(0.02),
     }
