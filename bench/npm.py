@@ -6,6 +6,7 @@ bench/node_modules. ``npm ci`` runs again only when the lock file changed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -34,9 +35,18 @@ def node_binary() -> str:
 
 
 def ensure_installed() -> None:
-    """Install bench/node_modules from the lock file unless it is current."""
+    """Install bench/node_modules from the lock file unless it is current.
+
+    Under a lock on the lock file: the test suite's two workers may both
+    get here at once on a fresh machine, and must not both run npm ci.
+    """
     node_binary()
-    lock = (BENCH_DIR / "package-lock.json").read_bytes()
+    with open(BENCH_DIR / "package-lock.json", "rb") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        _install(lock_file.read())
+
+
+def _install(lock: bytes) -> None:
     digest = hashlib.sha256(lock).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == digest and PEERJS_CLI.exists():
         return

@@ -8,6 +8,7 @@ Origin policy is exercised, with that origin allowed.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import http.server
 import shutil
@@ -26,18 +27,24 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope="session")
 def peerjs_library() -> Path:
-    """The locked PeerJS build; ``npm ci`` on a fresh machine."""
-    if not LIBRARY.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(
-                "npm is missing: the PeerJS browser tests need it once to "
-                f"install the locked client (cd {CLIENT_DIR} && npm ci)",
-                pytrace=False,
+    """The locked PeerJS build; ``npm ci`` on a fresh machine.
+
+    Under a lock on the lock file: scripts/test runs two pytest workers,
+    and each would otherwise install into the same node_modules at once.
+    """
+    with open(CLIENT_DIR / "package-lock.json", "rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not LIBRARY.exists():
+            npm = shutil.which("npm")
+            if npm is None:
+                pytest.fail(
+                    "npm is missing: the PeerJS browser tests need it once to "
+                    f"install the locked client (cd {CLIENT_DIR} && npm ci)",
+                    pytrace=False,
+                )
+            subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT_DIR, check=True
             )
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=CLIENT_DIR, check=True
-        )
     return LIBRARY
 
 
