@@ -20,3 +20,12 @@ urlpatterns += [
     path(f"{_peerjs_api}/id", views.peerjs_id, name="peerjs-id"),
     path(f"{_peerjs_api}/peers", views.peerjs_peers, name="peerjs-peers"),
 ]
+# peerjs-server's JSON about itself, at its mount path with or without the
+# slash; not at "/", which keeps the original server's answer that platform
+# health checks poll.
+_peerjs_mount = settings.SIGNALING_PEERJS_PATH.strip("/")
+if _peerjs_mount:
+    urlpatterns += [
+        path(_peerjs_mount, views.peerjs_about),
+        path(_peerjs_mount + "/", views.peerjs_about, name="peerjs-about"),
+    ]

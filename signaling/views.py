@@ -177,6 +177,20 @@ def _peerjs_preflight(request) -> HttpResponse | None:
     return None
 
 
+# peerjs-server's answer at its mount path (its src/app.json), which some
+# deployments poll to see that a PeerJS server is there.
+PEERJS_ABOUT = {
+    "name": "PeerJS Server",
+    "description": "A server side element to broker connections between PeerJS clients.",
+    "website": "https://peerjs.com/",
+}
+
+
+def peerjs_about(request):
+    """What peerjs-server says about itself at GET {path}."""
+    return _peerjs_preflight(request) or _peerjs_cors(JsonResponse(PEERJS_ABOUT))
+
+
 def peerjs_id(request):
     """A fresh random id for a Peer created without one."""
     return _peerjs_preflight(request) or _peerjs_cors(

@@ -350,3 +350,18 @@ async def test_metrics_count_peerjs_sign_ins_and_relays_under_their_protocol(sta
         'signaling_relay_seconds_count{protocol="peerjs"} 1.0',
         'signaling_sign_ins_total{outcome="ok",protocol="app"} 0.0',
     } <= lines
+
+
+def test_a_mount_path_answers_as_peerjs_server_does_and_root_stays_the_apps(start_server):
+    server = start_server(SIGNALING_PEERJS_PATH="/myapp/")
+    for url in (server.http_url + "/myapp", server.http_url + "/myapp/"):
+        status, headers, body = http_get(url)
+        assert (status, headers["Access-Control-Allow-Origin"]) == (200, "*")
+        assert json.loads(body) == {
+            "name": "PeerJS Server",
+            "description": "A server side element to broker connections between PeerJS clients.",
+            "website": "https://peerjs.com/",
+        }
+    status, _, body = http_get(server.http_url + "/")
+    assert status == 200 and body.decode().startswith("Server is running")
+    assert http_get(server.http_url + "/myapp/peerjs/id")[0] == 200
