@@ -232,7 +232,7 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         }
         self.relays_sent += 1
         try:
-            # To the target's own channel (see sessions.relay_send).
+            # To the target's own channel (see sessions.relay_failure).
             await self.channel_layer.send(target_channel, event)
         except LAYER_ERRORS as error:
             raise relay_failure(error, username=self.username) from None
@@ -310,11 +310,8 @@ class SignalingConsumer(ResilientJsonWebsocketConsumer):
         """Called when another session relays a frame to this one."""
         if self.ended:
             return
-        if not self.channel_layer_delivers_once:
-            recent = first_delivery(self.recent_relays, event)
-            if recent is None:
-                return
-            self.recent_relays = recent
+        if not (self.channel_layer_delivers_once or first_delivery(self, event)):
+            return
         self.peers[event["sender"]] = event["sender_channel"]
         await self.send(text_data=event["frame"])
 

@@ -244,7 +244,7 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
         }
         self.relays_sent += 1
         try:
-            # To the target's own channel (see sessions.relay_send).
+            # To the target's own channel (see sessions.relay_failure).
             await self.channel_layer.send(target_channel, event)
         except LAYER_ERRORS as error:
             relay_failure(error, username=self.peer_id)  # counted and logged
@@ -343,11 +343,8 @@ class PeerJSConsumer(ResilientJsonWebsocketConsumer):
         """Called when another peer relays a frame to this one."""
         if self.ended:
             return
-        if not self.channel_layer_delivers_once:
-            recent = first_delivery(self.recent_relays, event)
-            if recent is None:
-                return
-            self.recent_relays = recent
+        if not (self.channel_layer_delivers_once or first_delivery(self, event)):
+            return
         await self.send(text_data=event["frame"])
 
     async def peerjs_frame(self, event):

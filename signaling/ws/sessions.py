@@ -16,7 +16,6 @@ from signaling.core import protocol
 from signaling.core.protocol import ErrorCode, ProtocolError
 from signaling.observability import metrics
 from signaling.presence.registry import Claimed, LocalSession, Taken, registry
-from signaling.ws.channels_consumer import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -53,24 +52,14 @@ async def session_release(layer, *, username: str, channel_name: str) -> None:
     await layer.group_discard(protocol.group_name(username), channel_name)
 
 
-async def relay_send(layer, target_channel: str, event: dict, *, username) -> None:
-    """Send a relay event to the channel holding its target.
-
-    Raises ProtocolError when the layer cannot take it. Sent to the target's
-    own channel, not its group: both layers' group_send drop messages for a
-    full channel silently, while send raises, so the sender can be told.
-    """
-    try:
-        await layer.send(target_channel, event)
-    except LAYER_ERRORS as error:
-        raise relay_failure(error, username=username) from None
-
-
 def relay_failure(error: BaseException, *, username) -> ProtocolError:
     """What the sender is told when the layer did not take its relay (one of
     LAYER_ERRORS); counted and, unless the target was merely full, logged.
-    For a consumer that sends itself, saving relay_send's coroutine on the
-    path every relayed frame takes."""
+
+    Consumers send a relay to the target's own channel, not its group: both
+    layers' group_send drop messages for a full channel silently, while send
+    raises, so the sender can be told.
+    """
     if isinstance(error, ChannelFull):
         metrics.layer_failed("full")
         return ProtocolError(
@@ -82,19 +71,23 @@ def relay_failure(error: BaseException, *, username) -> ProtocolError:
     return ProtocolError(ErrorCode.RELAY_FAILED, "Could not deliver the message; try again")
 
 
-def first_delivery(recent: dict | None, event: dict) -> dict | None:
-    """Return the updated recent-relays memory, or None for a duplicate.
+def first_delivery(consumer, event: dict) -> bool:
+    """Whether this relay reaches ``consumer`` for the first time; False for
+    a repeat, which is counted and must be dropped.
 
-    ``recent`` starts as None: most connections never receive a relay, and
-    an empty dict per idle connection costs memory for nothing.
+    Only layers that may repeat need asking (consumers skip the call when
+    ``channel_layer_delivers_once``). ``consumer.recent_relays`` starts as
+    None: most connections never receive a relay, and an empty dict per
+    idle connection costs memory for nothing.
     """
     key = (event["sender_channel"], event.get("seq", -1))
+    recent = consumer.recent_relays
     if recent is None:
-        recent = {}
+        recent = consumer.recent_relays = {}
     elif key in recent:
         metrics.duplicate_dropped()
-        return None
+        return False
     recent[key] = None
     if len(recent) > RECENT_RELAYS_KEPT:
         del recent[next(iter(recent))]
-    return recent
+    return True
