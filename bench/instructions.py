@@ -3,13 +3,13 @@
     .venv/bin/python -m bench.instructions [--baseline REV] [--commit REV]
         [--protocol app|peerjs|both]
 
-Wall-clock figures on a shared machine move by 10-30 % between runs of the
-same code; instruction counts do not (valgrind counts what the process
+Wall-clock figures on a shared machine move between runs of the same
+code far more than instruction counts do (valgrind counts what the process
 executes, whatever else the machine does, once timers are taken off as
-below: the same code over four runs agreed within 1 % for relays and 5 %
-for sign-ins and handshakes). So a change to per-operation cost is best
-judged here, by the mean of several same-run pairs (``--baseline``), and
-its effect on throughput then confirmed with bench/run.
+below; docs/performance.md, "Notes on method", has the spreads measured).
+So a change to per-operation cost is best judged here, by the mean of
+several same-run pairs (``--baseline``), and its effect on throughput then
+confirmed with bench/run.
 
 Starts our server under ``valgrind --tool=callgrind`` exactly as the
 benchmark does (same Daphne flags and settings, SQLite), warms it up, then
@@ -253,9 +253,9 @@ def measure(
         # Timers run per second, not per operation: what they spend idle
         # (the mean of a window before and one after the workloads, as a
         # 1 s timer lands 10 or 11 times in 10 s) over each workload's wall
-        # time is taken off, or a slower run (valgrind is ~50x slower than
-        # the real thing, more on a loaded machine) would count as costlier
-        # code.
+        # time is taken off, or a slower run (valgrind is far slower than
+        # the real thing, more so on a loaded machine) would count as
+        # costlier code.
         background = (background_before + _background_rate(server.pid, output, idle_seconds)) / 2
         per_operation: dict[str, dict[str, int]] = {}
         for (protocol, kind), (total, elapsed) in totals.items():

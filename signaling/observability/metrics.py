@@ -305,8 +305,9 @@ PEERJS_EVENTS = Counter(
 
 
 # Each event's series, looked up once: labels() takes a lock and builds its
-# key on every call, and a relayed frame counts one event. The events are a
-# short fixed list (the types and reasons above), so the cache stays small.
+# key on every call, and every ignored frame (a flood of bad ones included)
+# counts one event. The events are a short fixed list (the reasons above),
+# so the cache stays small.
 _peerjs_series: dict[str, Counter] = {}
 
 
